@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+from django.utils.translation import gettext_lazy as _
+
+
+class ConvexSchedulerConfig(AppConfig):
+    name = "convex_scheduler"
+    label = "convex_scheduler"
+    verbose_name = _("Scheduled functions")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks, receivers  # noqa: F401  (register checks and signal receivers)
+
+        # Like admin.autodiscover(): each installed app's ``functions`` module
+        # registers its scheduled functions.
+        autodiscover_modules("functions")

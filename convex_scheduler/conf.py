@@ -1,0 +1,87 @@
+"""The one settings object: ``scheduler_settings``.
+
+Projects configure the app through a single dict in their settings::
+
+    CONVEX_SCHEDULER = {"RETENTION": timedelta(days=3), "POLL_INTERVAL": 0.2}
+
+Values are read lazily on attribute access and cached until Django's
+``setting_changed`` signal reports that ``CONVEX_SCHEDULER`` changed, so
+``override_settings`` works in tests. Dotted paths are imported on access.
+Validation happens in :mod:`convex_scheduler.checks`, not here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.utils.module_loading import import_string
+
+SETTING_NAME = "CONVEX_SCHEDULER"
+
+DEFAULTS: dict[str, Any] = {
+    # Limits (SPEC §3 "Limits").
+    "MAX_SCHEDULED_PER_FUNCTION": 1000,
+    "MAX_SCHEDULED_ARGS_BYTES": 16 * 1024 * 1024,
+    "MAX_ARGS_BYTES": 4 * 1024 * 1024,
+    # Retention of finished rows.
+    "RETENTION": timedelta(days=7),
+    "CLEANUP_BATCH_SIZE": 1000,
+    # Worker.
+    "CONCURRENCY": 1,
+    "POLL_INTERVAL": 0.5,
+    "HEARTBEAT_INTERVAL": 5.0,
+    "WORKER_TIMEOUT": 30.0,
+    "SHUTDOWN_GRACE_PERIOD": 30.0,
+    # Backoff for transient errors (seconds): conflicts retry in place, other
+    # transient errors move the due time.
+    "CONFLICT_BACKOFF_INITIAL": 0.1,
+    "CONFLICT_BACKOFF_MAX": 60.0,
+    "UNAVAILABLE_BACKOFF_INITIAL": 0.5,
+    "UNAVAILABLE_BACKOFF_MAX": 2 * 60 * 60.0,
+    # Web face.
+    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+IMPORT_STRINGS = {"API_PERMISSION_CLASSES"}
+
+
+class SchedulerSettings:
+    """Attribute access to ``settings.CONVEX_SCHEDULER`` merged over :data:`DEFAULTS`."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        value = getattr(settings, SETTING_NAME, {})
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in DEFAULTS:
+            raise AttributeError(f"Unknown convex_scheduler setting {name!r}")
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        value = self.user_settings.get(name, DEFAULTS[name])
+        if name in IMPORT_STRINGS:
+            value = [import_string(item) if isinstance(item, str) else item for item in value]
+        self._cache[name] = value
+        return value
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+scheduler_settings = SchedulerSettings()
+
+
+@receiver(setting_changed)
+def _reload_scheduler_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        scheduler_settings.reload()

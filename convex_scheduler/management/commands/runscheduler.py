@@ -1,0 +1,130 @@
+"""``manage.py runscheduler``: run the dispatch loop until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from django.core.management.base import BaseCommand
+
+from convex_scheduler.worker import Worker
+
+logger = logging.getLogger("convex_scheduler")
+
+VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {value}")
+    return number
+
+
+class Command(BaseCommand):
+    help = (
+        "Run scheduled functions as they become due. Stop with SIGTERM or Ctrl-C: "
+        "the first signal finishes what is running, a second one exits at once."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--concurrency",
+            type=positive_int,
+            default=None,
+            help="How many functions run at once (default: the CONCURRENCY setting).",
+        )
+        parser.add_argument(
+            "--interval",
+            "--poll-interval",
+            dest="interval",
+            type=positive_seconds,
+            default=None,
+            help="The longest an idle worker waits before looking for due functions, "
+            "in seconds (default: the POLL_INTERVAL setting).",
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Run everything due now, including what those runs schedule for now, "
+            "then exit.",
+        )
+        parser.add_argument(
+            "--max-functions",
+            type=positive_int,
+            default=None,
+            help="Exit after this many functions have run.",
+        )
+        parser.add_argument(
+            "--database",
+            default=None,
+            help="The database alias to use (default: the router's choice for writes).",
+        )
+
+    def handle(self, *args, **options) -> None:
+        self._configure_logging(options["verbosity"])
+        worker = Worker(
+            concurrency=options["concurrency"],
+            poll_interval=options["interval"],
+            burst=options["burst"],
+            max_functions=options["max_functions"],
+            using=options["database"],
+        )
+        previous = self._install_signal_handlers(worker)
+        try:
+            stats = worker.run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if options["verbosity"] >= 1 and options["burst"]:
+            self.stdout.write(
+                f"Burst done: {stats.succeeded} succeeded, {stats.failed} failed, "
+                f"{stats.canceled} canceled."
+            )
+
+    def _configure_logging(self, verbosity: int) -> None:
+        logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.DEBUG))
+        # Respect a project's LOGGING: only print ourselves when nobody routes
+        # the logger anywhere.
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(self.stdout)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+
+    def _install_signal_handlers(self, worker: Worker) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def on_signal(signum, frame):
+            if worker.stopping:
+                logger.warning("second signal: exiting now")
+                worker.stop(force=True)
+            else:
+                logger.info("received %s: finishing running functions", signal.Signals(signum).name)
+                worker.stop()
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, on_signal)
+        if sys.platform != "win32":
+            previous[signal.SIGQUIT] = signal.getsignal(signal.SIGQUIT)
+            signal.signal(signal.SIGQUIT, lambda signum, frame: worker.stop(force=True))
+        return previous

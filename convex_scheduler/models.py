@@ -1,0 +1,260 @@
+"""Scheduled functions and the workers that run them.
+
+State transitions are conditional ``UPDATE`` statements on the QuerySet that
+return how many rows changed: a transition that lost a race changes nothing
+and says so, instead of overwriting what another process decided.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from . import clock
+
+#: The exact error an action gets when its worker died while running it.
+ORPHANED_ACTION_ERROR = "Transient error while executing action"
+
+
+class State(models.TextChoices):
+    """Where a scheduled function is in its life (Convex's spellings)."""
+
+    PENDING = "pending", _("pending")
+    """Waiting for its due time, or due and waiting for a worker."""
+    IN_PROGRESS = "inProgress", _("in progress")
+    """An action that has started. Mutations never show this state: they go
+    from pending to their outcome in one transaction."""
+    SUCCESS = "success", _("success")
+    """Ran to completion."""
+    FAILED = "failed", _("failed")
+    """Raised a developer error, or (actions only) was lost with its worker."""
+    CANCELED = "canceled", _("canceled")
+    """Canceled before it started, or while running as an action."""
+
+
+FINISHED_STATES = (State.SUCCESS, State.FAILED, State.CANCELED)
+
+
+class Kind(models.TextChoices):
+    """The guarantee a function runs with."""
+
+    MUTATION = "mutation", _("mutation")
+    """Exactly once, in one transaction, retried on transient database errors."""
+    ACTION = "action", _("action")
+    """At most once, outside any transaction, never retried."""
+
+
+class ScheduledFunctionQuerySet(models.QuerySet):
+    def pending(self) -> ScheduledFunctionQuerySet:
+        return self.filter(state=State.PENDING)
+
+    def in_progress(self) -> ScheduledFunctionQuerySet:
+        return self.filter(state=State.IN_PROGRESS)
+
+    def finished(self) -> ScheduledFunctionQuerySet:
+        return self.filter(state__in=FINISHED_STATES)
+
+    def due(self, now: datetime) -> ScheduledFunctionQuerySet:
+        """Pending rows whose due time has come, oldest first (ties by creation order)."""
+        # next_run_time is non-null exactly when the row is pending (a
+        # constraint), so this is a range scan on the queue index alone.
+        return self.filter(next_run_time__lte=now).order_by("next_run_time", "id")
+
+    def expired(self, now: datetime, retention) -> ScheduledFunctionQuerySet:
+        """Finished rows whose retention period is over."""
+        return self.filter(completed_time__lt=now - retention)
+
+    def next_due_time(self) -> datetime | None:
+        """When the earliest pending row becomes due (one index lookup)."""
+        return (
+            self.filter(next_run_time__isnull=False)
+            .order_by("next_run_time")
+            .values_list("next_run_time", flat=True)
+            .first()
+        )
+
+    def delete_expired(
+        self, now: datetime, retention, batch_size: int, max_batches: int | None = None
+    ) -> int:
+        """Delete finished rows past retention in batches of ``batch_size``; return how many.
+
+        Each batch is its own statement so a large backlog never holds long
+        locks. Pending rows are never deleted.
+        """
+        deleted = batches = 0
+        while max_batches is None or batches < max_batches:
+            ids = list(
+                self.expired(now, retention).order_by().values_list("pk", flat=True)[:batch_size]
+            )
+            if not ids:
+                break
+            deleted += self.filter(pk__in=ids).finished().delete()[0]
+            batches += 1
+        return deleted
+
+    def cancel(self, now: datetime) -> int:
+        """Cancel what has not finished: pending rows never run, running actions keep
+        running but their outcome will not overwrite ``canceled``."""
+        return self.filter(state__in=(State.PENDING, State.IN_PROGRESS)).update(
+            state=State.CANCELED, completed_time=now, next_run_time=None
+        )
+
+    def start_action(self, worker_id: str, now: datetime) -> int:
+        return self.filter(state=State.PENDING).update(
+            state=State.IN_PROGRESS,
+            next_run_time=None,
+            owner=worker_id,
+            started_time=now,
+            attempts=F("attempts") + 1,
+        )
+
+    def succeed(self, now: datetime, *, from_state: str, attempts: int | None = None) -> int:
+        changes: dict[str, Any] = {
+            "state": State.SUCCESS,
+            "completed_time": now,
+            "next_run_time": None,
+        }
+        if attempts is not None:
+            changes["attempts"] = attempts
+        return self.filter(state=from_state).update(**changes)
+
+    def fail(
+        self, error: str, now: datetime, *, from_state: str, attempts: int | None = None
+    ) -> int:
+        changes: dict[str, Any] = {
+            "state": State.FAILED,
+            "error": error,
+            "completed_time": now,
+            "next_run_time": None,
+        }
+        if attempts is not None:
+            changes["attempts"] = attempts
+        return self.filter(state=from_state).update(**changes)
+
+    def postpone(self, until: datetime, attempts: int) -> int:
+        """Move a pending mutation's due time after a transient failure.
+
+        ``scheduled_time`` (what the user asked for) never changes.
+        """
+        return self.filter(state=State.PENDING).update(next_run_time=until, attempts=attempts)
+
+    def fail_orphaned_actions(self, dead_worker_ids, now: datetime) -> int:
+        return (
+            self.filter(state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids))
+            .update(
+                state=State.FAILED,
+                error=ORPHANED_ACTION_ERROR,
+                completed_time=now,
+                next_run_time=None,
+            )
+        )
+
+
+class ScheduledFunction(models.Model):
+    """One call of a registered function, to be run at ``scheduled_time``.
+
+    The ``_scheduled_functions`` table of Convex.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("function"), max_length=255)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    args = models.JSONField(_("arguments"), default=dict)
+    state = models.CharField(
+        _("state"), max_length=16, choices=State.choices, default=State.PENDING
+    )
+    scheduled_time = models.DateTimeField(_("scheduled time"))
+    next_run_time = models.DateTimeField(
+        _("next run time"),
+        null=True,
+        blank=True,
+        help_text=_("When a worker may next pick it up; empty unless pending."),
+    )
+    creation_time = models.DateTimeField(_("creation time"), default=clock.now)
+    started_time = models.DateTimeField(_("started time"), null=True, blank=True)
+    completed_time = models.DateTimeField(_("completed time"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    # No database constraint: retention deletes a finished parent while a
+    # child may still be pending, and the link is history, not ownership.
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("parent"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="children",
+    )
+    owner = models.CharField(
+        _("worker"),
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("The worker running this action."),
+    )
+
+    objects = ScheduledFunctionQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("scheduled function")
+        verbose_name_plural = _("scheduled functions")
+        ordering = ["-scheduled_time", "-id"]
+        indexes = [
+            models.Index(fields=["next_run_time", "id"], name="cs_due_idx"),
+            models.Index(fields=["completed_time"], name="cs_completed_idx"),
+            models.Index(fields=["state", "scheduled_time"], name="cs_state_idx"),
+            models.Index(fields=["name", "scheduled_time"], name="cs_name_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(state=State.PENDING, next_run_time__isnull=False)
+                    | (~Q(state=State.PENDING) & Q(next_run_time__isnull=True))
+                ),
+                name="cs_queue_key_iff_pending",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=State.values), name="cs_state_valid"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=Kind.values), name="cs_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk} ({self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+class SchedulerWorker(models.Model):
+    """A running ``runscheduler`` process, kept alive by its heartbeat.
+
+    Other workers use it to tell a slow action from one whose worker is gone.
+    """
+
+    id = models.CharField(_("id"), max_length=64, primary_key=True)
+    hostname = models.CharField(_("host"), max_length=255)
+    pid = models.PositiveIntegerField(_("process id"))
+    process_start = models.CharField(
+        _("process start"),
+        max_length=32,
+        blank=True,
+        default="",
+        help_text=_("The kernel's start time of the process, to tell a reused pid apart."),
+    )
+    started_time = models.DateTimeField(_("started"))
+    last_heartbeat = models.DateTimeField(_("last heartbeat"))
+
+    class Meta:
+        verbose_name = _("scheduler worker")
+        verbose_name_plural = _("scheduler workers")
+        indexes = [models.Index(fields=["last_heartbeat"], name="cs_worker_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"

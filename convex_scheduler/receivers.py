@@ -1,0 +1,56 @@
+"""Log every lifecycle signal through the ``convex_scheduler`` logger.
+
+Transitions are logged at DEBUG (``runscheduler -v 2``), so nothing is
+printed per function at the default verbosity. Connected in ``AppConfig.ready``.
+"""
+
+import logging
+
+from django.dispatch import receiver
+
+from .signals import actions_orphaned, function_finished, function_retried, function_started
+
+logger = logging.getLogger("convex_scheduler")
+
+
+@receiver(function_started, dispatch_uid="convex_scheduler.log_started")
+def log_started(*, scheduled_function_id, name, kind, attempt, **kwargs):
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "started id=%s name=%s kind=%s attempt=%s", scheduled_function_id, name, kind, attempt
+        )
+
+
+@receiver(function_finished, dispatch_uid="convex_scheduler.log_finished")
+def log_finished(*, scheduled_function_id, name, kind, state, error, duration, **kwargs):
+    if logger.isEnabledFor(logging.DEBUG):
+        first_line = error.splitlines()[0] if error else ""
+        logger.debug(
+            "finished id=%s name=%s kind=%s state=%s duration=%.4fs%s",
+            scheduled_function_id,
+            name,
+            kind,
+            state,
+            duration,
+            f" error={first_line!r}" if first_line else "",
+        )
+
+
+@receiver(function_retried, dispatch_uid="convex_scheduler.log_retried")
+def log_retried(*, scheduled_function_id, name, attempt, error, delay, in_place, **kwargs):
+    logger.info(
+        "retrying id=%s name=%s attempt=%s delay=%.3fs in_place=%s error=%r",
+        scheduled_function_id,
+        name,
+        attempt,
+        delay,
+        in_place,
+        str(error),
+    )
+
+
+@receiver(actions_orphaned, dispatch_uid="convex_scheduler.log_orphaned")
+def log_orphaned(*, count, worker_ids, **kwargs):
+    logger.warning(
+        "marked %s action(s) failed whose worker is gone: workers=%s", count, ",".join(worker_ids)
+    )

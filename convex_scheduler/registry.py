@@ -1,0 +1,170 @@
+"""Registered functions: what may be scheduled and how to call it.
+
+A scheduled row names its function by string. The worker looks that string
+up here and nowhere else, so a name that was never registered with one of the
+decorators is never imported or run.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from .exceptions import SchedulingError
+
+__all__ = [
+    "FunctionKind",
+    "RegisteredFunction",
+    "action",
+    "internal_action",
+    "internal_mutation",
+    "mutation",
+    "registry",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FunctionKind(enum.StrEnum):
+    MUTATION = "mutation"
+    ACTION = "action"
+
+
+@dataclass(frozen=True)
+class RegisteredFunction:
+    name: str
+    kind: FunctionKind
+    internal: bool
+    func: Callable[..., Any]
+    signature: inspect.Signature
+
+    def bind_check(self, args: dict[str, Any]) -> None:
+        """Raise :class:`SchedulingError` unless ``fn(ctx, **args)`` would bind."""
+        try:
+            self.signature.bind(None, **args)
+        except TypeError as exc:
+            raise SchedulingError(
+                f"Arguments do not match the signature of {self.name!r} "
+                f"{self.signature}: {exc}."
+            ) from None
+
+
+class FunctionRegistry:
+    """Name → :class:`RegisteredFunction`, filled by the decorators."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, RegisteredFunction] = {}
+        self._by_callable: dict[Callable[..., Any], RegisteredFunction] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self, func: Callable[..., Any], kind: FunctionKind, *, internal: bool, name: str | None
+    ) -> RegisteredFunction:
+        if not callable(func):
+            raise TypeError(f"Only callables can be registered, not {func!r}.")
+        if name is None:
+            name = f"{func.__module__}:{func.__qualname__}"
+        if not isinstance(name, str) or not name or len(name) > 255:
+            raise TypeError("A function name must be a non-empty string of at most 255 characters.")
+        signature = inspect.signature(func)
+        params = list(signature.parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise TypeError(
+                f"{name!r} must take the context as its first positional parameter: "
+                "def fn(ctx, ...)."
+            )
+        entry = RegisteredFunction(name, kind, internal, func, signature)
+        with self._lock:
+            existing = self._functions.get(name)
+            if existing is not None and _origin(existing.func) != _origin(func):
+                raise ValueError(
+                    f"The name {name!r} is already registered for "
+                    f"{existing.func.__module__}.{existing.func.__qualname__}."
+                )
+            self._functions[name] = entry
+            self._by_callable[func] = entry
+        return entry
+
+    def get(self, name: str) -> RegisteredFunction | None:
+        return self._functions.get(name)
+
+    def resolve(self, ref: Any) -> RegisteredFunction:
+        """The registration for a decorated function or its name, or a :class:`SchedulingError`."""
+        if isinstance(ref, RegisteredFunction):
+            return ref
+        if isinstance(ref, str):
+            entry = self._functions.get(ref)
+            if entry is None:
+                raise SchedulingError(
+                    f"No function is registered under the name {ref!r}. Register it with "
+                    "@mutation, @action, @internal_mutation or @internal_action in an "
+                    "installed app's functions module."
+                )
+            return entry
+        if callable(ref):
+            try:
+                return self._by_callable[ref]
+            except (KeyError, TypeError):
+                pass
+            name = getattr(ref, "__qualname__", repr(ref))
+            raise SchedulingError(
+                f"{name} is not a registered function. Only functions decorated with "
+                "@mutation, @action, @internal_mutation or @internal_action can be scheduled."
+            )
+        raise SchedulingError(
+            "A function reference must be a registered function or its name (a string), "
+            f"not {type(ref).__name__}."
+        )
+
+    def all(self) -> list[RegisteredFunction]:
+        return sorted(self._functions.values(), key=lambda entry: entry.name)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            entry = self._functions.pop(name, None)
+            if entry is not None:
+                self._by_callable.pop(entry.func, None)
+
+
+def _origin(func: Callable[..., Any]) -> tuple[str, str]:
+    # Re-importing a module (autoreload, importlib.reload) registers a new
+    # function object under the same name; that is not a clash.
+    return (func.__module__, func.__qualname__)
+
+
+registry = FunctionRegistry()
+
+
+def _decorator(kind: FunctionKind, internal: bool):
+    @overload
+    def decorate(func: F, /) -> F: ...
+    @overload
+    def decorate(*, name: str | None = None) -> Callable[[F], F]: ...
+
+    def decorate(func=None, /, *, name=None):
+        def register(target):
+            registry.register(target, kind, internal=internal, name=name)
+            return target
+
+        if func is None:
+            return register
+        return register(func)
+
+    return decorate
+
+
+mutation = _decorator(FunctionKind.MUTATION, internal=False)
+mutation.__doc__ = """Register a public mutation: runs exactly once, in one transaction."""
+action = _decorator(FunctionKind.ACTION, internal=False)
+action.__doc__ = """Register a public action: runs at most once, outside any transaction."""
+internal_mutation = _decorator(FunctionKind.MUTATION, internal=True)
+internal_mutation.__doc__ = """Register a mutation that cannot be scheduled over the API."""
+internal_action = _decorator(FunctionKind.ACTION, internal=True)
+internal_action.__doc__ = """Register an action that cannot be scheduled over the API."""

@@ -1,0 +1,283 @@
+"""``run_after``, ``run_at`` and ``cancel``: every rule about what may be scheduled.
+
+The web face and the admin call these too, so validation lives in one place.
+Writes go through the caller's connection: inside ``transaction.atomic()``
+a schedule or cancel commits or rolls back with the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import router
+from django.utils import timezone
+
+from . import clock
+from .conf import scheduler_settings
+from .exceptions import SchedulingError
+from .registry import FunctionKind, RegisteredFunction, registry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["MAX_DISTANCE", "Scheduler", "scheduler"]
+
+#: How far from now a function may be scheduled, either way: five years of 366 days.
+MAX_DISTANCE = timedelta(days=5 * 366)
+MAX_DELAY_MS = MAX_DISTANCE.total_seconds() * 1000
+MAX_ARGS_DEPTH = 64
+
+
+@dataclass
+class _Running:
+    """The scheduled function on whose behalf a scheduler schedules."""
+
+    id: int
+    kind: FunctionKind
+    #: The row children point at; an action's id, also for mutations it runs.
+    parent_id: int
+    #: Whether the parent may have been canceled while running (actions only:
+    #: a running mutation holds its row lock, so a cancel waits for it).
+    parent_cancelable: bool
+    scheduled_count: int = 0
+    scheduled_bytes: int = 0
+
+
+class Scheduler:
+    """Schedules and cancels functions.
+
+    ``convex_scheduler.scheduler`` is the instance for code outside scheduled
+    functions. A running function gets its own as ``ctx.scheduler``, which
+    records the running function as the parent of what it schedules.
+    """
+
+    def __init__(self, running: _Running | None = None) -> None:
+        self._running = running
+
+    def run_after(
+        self,
+        delay_ms: float,
+        function: Callable[..., Any] | str,
+        args: dict[str, Any] | None = None,
+    ) -> int:
+        """Schedule ``function(ctx, **args)`` to run ``delay_ms`` milliseconds from now.
+
+        Returns the id of the new :class:`~convex_scheduler.models.ScheduledFunction`.
+        A delay of 0 makes it due as soon as the current transaction commits.
+        """
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, numbers.Real):
+            raise SchedulingError(
+                f"delay_ms must be a number of milliseconds, not {type(delay_ms).__name__}."
+            )
+        delay = float(delay_ms)
+        if math.isnan(delay) or math.isinf(delay):
+            raise SchedulingError(f"delay_ms must be a finite number, not {delay_ms!r}.")
+        if delay < 0:
+            raise SchedulingError(f"delay_ms must be 0 or more, not {delay_ms!r}.")
+        if delay > MAX_DELAY_MS:
+            raise SchedulingError(
+                f"delay_ms {delay_ms!r} is more than five years (at most {MAX_DELAY_MS:.0f} ms)."
+            )
+        now = clock.now()
+        return self._schedule(now + timedelta(milliseconds=delay), function, args, now)
+
+    def run_at(
+        self,
+        when: datetime | float,
+        function: Callable[..., Any] | str,
+        args: dict[str, Any] | None = None,
+    ) -> int:
+        """Schedule ``function(ctx, **args)`` to run at ``when``.
+
+        ``when`` is a datetime (a naive one is read in the current time zone) or
+        milliseconds since the Unix epoch. A past time makes it due at once; it
+        must lie within five years of now either way.
+        """
+        now = clock.now()
+        due = parse_timestamp(when)
+        if abs(due - now) > MAX_DISTANCE:
+            raise SchedulingError(
+                f"The time {due.isoformat()} is more than five years from now "
+                f"({now.isoformat()}); pick a time within {MAX_DISTANCE.days} days either way."
+            )
+        return self._schedule(due, function, args, now)
+
+    def cancel(self, scheduled_function_id: int | str) -> None:
+        """Cancel a scheduled function.
+
+        Pending: it will never run. A running action keeps running, but what it
+        schedules from now on is born canceled. Finished or unknown: nothing
+        happens.
+        """
+        from .models import ScheduledFunction
+
+        pk = parse_id(scheduled_function_id)
+        running = self._running
+        if running is not None and running.kind == FunctionKind.MUTATION and running.id == pk:
+            raise SchedulingError("A mutation cannot cancel itself.")
+        using = router.db_for_write(ScheduledFunction)
+        ScheduledFunction.objects.using(using).filter(pk=pk).cancel(clock.now())
+
+    def _schedule(
+        self,
+        due: datetime,
+        function: Callable[..., Any] | str,
+        args: dict[str, Any] | None,
+        now: datetime,
+    ) -> int:
+        from .models import ScheduledFunction, State
+
+        entry = registry.resolve(function)
+        args = {} if args is None else args
+        size = validate_args(entry, args)
+        running = self._running
+        if running is not None:
+            self._charge(running, size)
+
+        state = State.PENDING
+        scheduled_time, next_run_time, completed_time = due, due, None
+        using = router.db_for_write(ScheduledFunction)
+        if (
+            running is not None
+            and running.parent_cancelable
+            and ScheduledFunction.objects.using(using)
+            .filter(pk=running.parent_id, state=State.CANCELED)
+            .exists()
+        ):
+            state = State.CANCELED
+            scheduled_time, next_run_time, completed_time = now, None, now
+        row = ScheduledFunction.objects.using(using).create(
+            name=entry.name,
+            kind=entry.kind.value,
+            args=args,
+            state=state,
+            scheduled_time=scheduled_time,
+            next_run_time=next_run_time,
+            creation_time=now,
+            completed_time=completed_time,
+            parent_id=running.parent_id if running is not None else None,
+        )
+        return row.pk
+
+    def _charge(self, running: _Running, size: int) -> None:
+        limit = scheduler_settings.MAX_SCHEDULED_PER_FUNCTION
+        byte_limit = scheduler_settings.MAX_SCHEDULED_ARGS_BYTES
+        if running.scheduled_count + 1 > limit:
+            raise SchedulingError(
+                f"Too many functions scheduled by one function: at most {limit} "
+                "(setting MAX_SCHEDULED_PER_FUNCTION)."
+            )
+        if running.scheduled_bytes + size > byte_limit:
+            raise SchedulingError(
+                f"Too much argument data scheduled by one function: "
+                f"{running.scheduled_bytes + size} bytes, at most {byte_limit} "
+                "(setting MAX_SCHEDULED_ARGS_BYTES)."
+            )
+        running.scheduled_count += 1
+        running.scheduled_bytes += size
+
+
+def parse_timestamp(when: Any) -> datetime:
+    """A datetime or epoch milliseconds as an aware datetime, or a :class:`SchedulingError`."""
+    if isinstance(when, datetime):
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when, timezone.get_current_timezone())
+        return when
+    if isinstance(when, bool) or not isinstance(when, numbers.Real):
+        raise SchedulingError(
+            "A time must be a datetime or milliseconds since the Unix epoch, "
+            f"not {type(when).__name__}."
+        )
+    millis = float(when)
+    if math.isnan(millis) or math.isinf(millis):
+        raise SchedulingError(f"A time in epoch milliseconds must be finite, not {when!r}.")
+    try:
+        return datetime.fromtimestamp(millis / 1000, tz=clock.now().tzinfo)
+    except (OverflowError, OSError, ValueError):
+        raise SchedulingError(
+            f"The time {when!r} ms since the epoch is out of range; pick a time within "
+            f"{MAX_DISTANCE.days} days of now."
+        ) from None
+
+
+def parse_id(value: Any) -> int:
+    """A scheduled function id given as an int or a string of digits."""
+    if isinstance(value, bool):
+        raise SchedulingError("A scheduled function id must be a positive integer, not a bool.")
+    if isinstance(value, int):
+        pk = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        pk = int(value)
+    else:
+        raise SchedulingError(
+            f"A scheduled function id must be a positive integer, not {value!r}."
+        )
+    if not 0 < pk < 2**63:
+        raise SchedulingError(f"A scheduled function id must be a positive integer, not {value!r}.")
+    return pk
+
+
+def validate_args(entry: RegisteredFunction, args: Any) -> int:
+    """Check ``args`` for ``entry``; return their size in bytes as stored."""
+    if not isinstance(args, dict):
+        raise SchedulingError(
+            f"Arguments must be a dict of JSON values, not {type(args).__name__}."
+        )
+    for key, value in args.items():
+        _check_json(value, key, depth=1)
+    for key in args:
+        if not isinstance(key, str):
+            raise SchedulingError(f"Argument names must be strings, not {key!r}.")
+    entry.bind_check(args)
+    try:
+        size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError as exc:
+        raise SchedulingError(
+            f"Arguments of {entry.name!r} contain text that is not valid Unicode: {exc.reason}."
+        ) from None
+    limit = scheduler_settings.MAX_ARGS_BYTES
+    if size > limit:
+        raise SchedulingError(
+            f"Arguments of {entry.name!r} are {size} bytes; at most {limit} bytes are allowed "
+            "(setting MAX_ARGS_BYTES)."
+        )
+    return size
+
+
+def _check_json(value: Any, path: Any, depth: int) -> None:
+    if depth > MAX_ARGS_DEPTH:
+        raise SchedulingError(
+            f"Argument {path!r} is nested more than {MAX_ARGS_DEPTH} levels deep."
+        )
+    if value is None or isinstance(value, (bool, str, int)):
+        return
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise SchedulingError(
+                f"Argument {path!r} is {value!r}; JSON numbers must be finite."
+            )
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SchedulingError(
+                    f"Argument {path!r} has the key {key!r}; JSON object keys must be strings."
+                )
+            _check_json(item, f"{path}.{key}", depth + 1)
+        return
+    raise SchedulingError(
+        f"Argument {path!r} is a {type(value).__name__}, which is not a JSON value "
+        "(allowed: None, bool, int, float, str, list and dict with string keys)."
+    )
+
+
+scheduler = Scheduler()

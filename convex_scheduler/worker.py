@@ -1,0 +1,689 @@
+"""The dispatch loop behind ``manage.py runscheduler``.
+
+Guarantees this module protects:
+
+* A mutation is claimed, run and marked ``success`` in one transaction with
+  its row locked. If the process dies anywhere in between, the transaction
+  rolls back and the row is still ``pending`` for the next worker: the
+  function's writes and its outcome commit together or not at all.
+* An action is marked ``inProgress`` (with this worker as owner) and
+  committed *before* it runs, and its outcome is written only if the row is
+  still ``inProgress``. If this worker dies, another worker sees that the
+  owner is gone and marks the action ``failed``; it is never run again.
+
+The loop knows nothing of HTTP and talks to the database only through the
+ORM on the alias the router picks for :class:`ScheduledFunction`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections, router, transaction
+
+from . import clock
+from .conf import scheduler_settings
+from .context import ActionContext, MutationContext
+from .exceptions import Transience, classify_error
+from .models import Kind, ScheduledFunction, SchedulerWorker, State
+from .registry import RegisteredFunction, registry
+from .signals import actions_orphaned, function_finished, function_retried, function_started
+from .transactions import full_jitter, write_transaction
+
+logger = logging.getLogger("convex_scheduler")
+
+MAX_ERROR_LENGTH = 64 * 1024
+CLEANUP_BATCHES_PER_TICK = 10
+
+
+class _Outcome(enum.Enum):
+    RAN = "ran"
+    IDLE = "idle"
+    BACKOFF = "backoff"
+
+
+@dataclass
+class WorkerStats:
+    """Counts of what one worker did since it started."""
+
+    succeeded: int = 0
+    failed: int = 0
+    canceled: int = 0
+    retried: int = 0
+    orphans_failed: int = 0
+    deleted: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.canceled
+
+
+@dataclass
+class _Claimed:
+    id: int
+    name: str
+    kind: str
+    args: dict[str, Any]
+    attempts: int
+
+
+_CLAIM_FIELDS = ("id", "name", "kind", "args", "attempts")
+
+
+class Worker:
+    """Claims due scheduled functions and runs them.
+
+    :param concurrency: how many functions run at once (threads, each with
+        its own database connection).
+    :param poll_interval: the longest an idle thread sleeps before it looks
+        for due functions again (seconds).
+    :param burst: run everything that is due, including what those runs
+        schedule for now, then return.
+    :param max_functions: return after this many functions finished.
+    :param heartbeat: keep this worker's registration alive from a background
+        thread. :mod:`convex_scheduler.testing` turns it off to stay inside
+        the test's transaction.
+    """
+
+    def __init__(
+        self,
+        *,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
+        burst: bool = False,
+        max_functions: int | None = None,
+        using: str | None = None,
+        heartbeat: bool = True,
+    ) -> None:
+        self.concurrency = concurrency or scheduler_settings.CONCURRENCY
+        self.poll_interval = (
+            scheduler_settings.POLL_INTERVAL if poll_interval is None else poll_interval
+        )
+        self.burst = burst
+        self.max_functions = max_functions
+        self.using = using or router.db_for_write(ScheduledFunction)
+        self.heartbeat = heartbeat
+        self.id = uuid.uuid4().hex
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.stats = WorkerStats()
+        self._stopping = threading.Event()
+        self._forced = threading.Event()
+        self._changed = threading.Event()
+        self._progress = threading.Condition()
+        self._active = 0
+        self._generation = 0
+        self._started = 0
+
+    # Lifecycle -----------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Run until stopped (or, with ``burst``, until nothing is due)."""
+        self._register()
+        try:
+            self.housekeeping()
+            if self.concurrency == 1 and self.burst:
+                self._run_inline()
+            else:
+                self._run_threads()
+        finally:
+            self._deregister()
+        return self.stats
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming; finish what is running. ``force`` abandons running work."""
+        self._stopping.set()
+        if force:
+            self._forced.set()
+        self._changed.set()
+        with self._progress:
+            self._progress.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _run_inline(self) -> None:
+        beat = None
+        if self.heartbeat:
+            beat = threading.Thread(target=self._heartbeat_thread, daemon=True)
+            beat.start()
+        try:
+            self._runner_loop()
+        finally:
+            self._stopping.set()
+            self._changed.set()
+            if beat is not None:
+                beat.join()
+
+    def _heartbeat_thread(self) -> None:
+        try:
+            while not self._changed.wait(scheduler_settings.HEARTBEAT_INTERVAL):
+                self._beat()
+        finally:
+            connections.close_all()
+
+    def _run_threads(self) -> None:
+        threads = [
+            threading.Thread(
+                target=self._runner_thread, name=f"convex-scheduler-{index}", daemon=True
+            )
+            for index in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        grace_deadline = None
+        last_beat = time.monotonic()
+        interval = scheduler_settings.HEARTBEAT_INTERVAL
+        while any(thread.is_alive() for thread in threads):
+            if self._forced.is_set():
+                break
+            if self._stopping.is_set() and grace_deadline is None:
+                grace_deadline = time.monotonic() + scheduler_settings.SHUTDOWN_GRACE_PERIOD
+                logger.info(
+                    "stopping: finishing running functions (grace %ss)",
+                    scheduler_settings.SHUTDOWN_GRACE_PERIOD,
+                )
+            timeout = max(0.0, last_beat + interval - time.monotonic())
+            if grace_deadline is not None:
+                remaining = grace_deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning("grace period over: abandoning running functions")
+                    self._forced.set()
+                    break
+                timeout = min(timeout, remaining)
+            self._changed.wait(timeout)
+            self._changed.clear()
+            if time.monotonic() - last_beat >= interval:
+                last_beat = time.monotonic()
+                self._beat()
+                self.housekeeping()
+
+    def _runner_thread(self) -> None:
+        try:
+            self._runner_loop()
+        except Exception:
+            logger.exception("worker thread crashed")
+            self.stop()
+        finally:
+            connections.close_all()
+            self._changed.set()
+
+    def _runner_loop(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            if self.max_functions is not None and self._started >= self.max_functions:
+                self.stop()
+                break
+            with self._progress:
+                generation = self._generation
+                self._active += 1
+            outcome = _Outcome.BACKOFF
+            try:
+                outcome = self._run_next()
+            finally:
+                with self._progress:
+                    self._active -= 1
+                    if outcome is _Outcome.RAN:
+                        self._generation += 1
+                    self._progress.notify_all()
+            if outcome is _Outcome.RAN:
+                failures = 0
+                continue
+            if outcome is _Outcome.BACKOFF:
+                failures += 1
+                self._forced.wait(
+                    full_jitter(
+                        failures,
+                        scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
+                        max(scheduler_settings.POLL_INTERVAL, 5.0),
+                    )
+                )
+                continue
+            failures = 0
+            if self.burst:
+                with self._progress:
+                    # Nothing was due when we looked, and no run finished since
+                    # then that could have scheduled more: the burst is over.
+                    if self._active == 0 and self._generation == generation:
+                        self._stopping.set()
+                        self._changed.set()
+                        self._progress.notify_all()
+                        break
+                    self._progress.wait(self.poll_interval)
+                continue
+            self._idle_wait()
+
+    def _idle_wait(self) -> None:
+        timeout = self.poll_interval
+        try:
+            next_due = ScheduledFunction.objects.using(self.using).next_due_time()
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            next_due = None
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
+        if timeout > 0:
+            self._stopping.wait(timeout)
+
+    # Registration and housekeeping -------------------------------------
+
+    def _register(self) -> None:
+        now = clock.now()
+        SchedulerWorker.objects.using(self.using).create(
+            id=self.id,
+            hostname=self.hostname[:255],
+            pid=self.pid,
+            process_start=_process_start(self.pid),
+            started_time=now,
+            last_heartbeat=now,
+        )
+        logger.info(
+            "worker started id=%s database=%s vendor=%s concurrency=%s poll_interval=%ss%s",
+            self.id,
+            self.using,
+            connections[self.using].vendor,
+            self.concurrency,
+            self.poll_interval,
+            " burst" if self.burst else "",
+        )
+
+    def _deregister(self) -> None:
+        try:
+            now = clock.now()
+            # Anything still running is abandoned now (forced stop): say so
+            # at once rather than leaving it for another worker's timeout.
+            abandoned = ScheduledFunction.objects.using(self.using).fail_orphaned_actions(
+                [self.id], now
+            )
+            if abandoned:
+                actions_orphaned.send(
+                    sender=ScheduledFunction, count=abandoned, worker_ids=[self.id]
+                )
+            SchedulerWorker.objects.using(self.using).filter(pk=self.id).delete()
+        except Exception:
+            logger.exception("could not deregister worker id=%s", self.id)
+        logger.info(
+            "worker stopped id=%s succeeded=%s failed=%s canceled=%s retried=%s",
+            self.id,
+            self.stats.succeeded,
+            self.stats.failed,
+            self.stats.canceled,
+            self.stats.retried,
+        )
+
+    def _beat(self) -> None:
+        try:
+            now = clock.now()
+            updated = (
+                SchedulerWorker.objects.using(self.using)
+                .filter(pk=self.id)
+                .update(last_heartbeat=now)
+            )
+            if not updated:
+                # Another worker took us for dead (e.g. after a long network
+                # cut); our actions were failed then. Register again.
+                self._register()
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            logger.warning("heartbeat failed: %s", exc)
+            self._close_connection()
+
+    def housekeeping(self) -> None:
+        """Fail orphaned actions and delete expired rows; never raises on a lost database."""
+        try:
+            self.stats.orphans_failed += self.recover_orphaned_actions()
+            self.stats.deleted += ScheduledFunction.objects.using(self.using).delete_expired(
+                clock.now(),
+                scheduler_settings.RETENTION,
+                scheduler_settings.CLEANUP_BATCH_SIZE,
+                max_batches=CLEANUP_BATCHES_PER_TICK,
+            )
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            logger.warning("housekeeping failed: %s", exc)
+            self._close_connection()
+
+    def recover_orphaned_actions(self) -> int:
+        """Mark ``failed`` every running action whose worker is gone.
+
+        A worker is gone when its registration is missing, its heartbeat is
+        older than ``WORKER_TIMEOUT``, or it ran on this host and its process
+        no longer exists.
+        """
+        functions = ScheduledFunction.objects.using(self.using)
+        workers = SchedulerWorker.objects.using(self.using)
+        now = clock.now()
+        # Owners are read before registrations: a worker registers before it
+        # claims, so an owner seen here whose registration is then missing
+        # is really gone, never one that registered in between.
+        owners = set(
+            functions.in_progress()
+            .filter(kind=Kind.ACTION)
+            .exclude(owner=self.id)
+            .values_list("owner", flat=True)
+            .distinct()
+        )
+        timeout = now.timestamp() - scheduler_settings.WORKER_TIMEOUT
+        registered = {
+            row["id"]: row
+            for row in workers.filter(pk__in=owners).values(
+                "id", "hostname", "pid", "process_start", "last_heartbeat"
+            )
+        } if owners else {}
+        local = {
+            row["id"]: row
+            for row in workers.filter(hostname=self.hostname)
+            .exclude(pk=self.id)
+            .values("id", "hostname", "pid", "process_start", "last_heartbeat")
+        }
+        dead = {owner for owner in owners if owner not in registered}
+        for row in (*registered.values(), *local.values()):
+            if row["last_heartbeat"].timestamp() < timeout or (
+                row["hostname"] == self.hostname
+                and not process_alive(row["pid"], row["process_start"])
+            ):
+                dead.add(row["id"])
+        dead.discard(self.id)
+        failed = functions.fail_orphaned_actions(dead, now) if dead else 0
+        workers.filter(pk__in=dead).delete()
+        workers.filter(
+            last_heartbeat__lt=now - _seconds(scheduler_settings.WORKER_TIMEOUT)
+        ).exclude(pk=self.id).delete()
+        if failed:
+            actions_orphaned.send(sender=ScheduledFunction, count=failed, worker_ids=sorted(dead))
+        return failed
+
+    # Running one function ----------------------------------------------
+
+    def _run_next(self) -> _Outcome:
+        connection = connections[self.using]
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+        claimed: _Claimed | None = None
+        entry: RegisteredFunction | None = None
+        now = clock.now()
+        started = time.monotonic()
+        try:
+            with write_transaction(self.using):
+                claimed = self._claim(now)
+                if claimed is None:
+                    return _Outcome.IDLE
+                self._started += 1
+                entry = registry.get(claimed.name)
+                if entry is None or entry.kind.value != claimed.kind:
+                    error = (
+                        f"No {claimed.kind} is registered under the name {claimed.name!r} "
+                        "in this worker."
+                    )
+                    self._rows(claimed.id).fail(
+                        error, now, from_state=State.PENDING, attempts=claimed.attempts + 1
+                    )
+                    outcome_state = State.FAILED
+                elif claimed.kind == Kind.ACTION:
+                    self._rows(claimed.id).start_action(self.id, now)
+                else:
+                    outcome_state, error = self._mutation_body(
+                        claimed, entry, claimed.attempts + 1
+                    )
+        except Exception as exc:
+            if claimed is not None and claimed.kind == Kind.MUTATION and entry is not None:
+                return self._retry_mutation(claimed, entry, exc, started)
+            return self._on_loop_error(exc)
+
+        if entry is not None and claimed.kind == Kind.ACTION:
+            self._run_action(claimed, entry)
+        else:
+            self._finished(claimed, outcome_state, error, claimed.attempts + 1, started)
+        return _Outcome.RAN
+
+    def _claim(self, now) -> _Claimed | None:
+        rows = list(
+            ScheduledFunction.objects.using(self.using)
+            .due(now)
+            .select_for_update(skip_locked=True)
+            .values_list(*_CLAIM_FIELDS)[:1]
+        )
+        return _Claimed(*rows[0]) if rows else None
+
+    def _lock_pending(self, pk: int) -> _Claimed | None:
+        rows = list(
+            ScheduledFunction.objects.using(self.using)
+            .filter(pk=pk, state=State.PENDING)
+            .select_for_update(skip_locked=True)
+            .values_list(*_CLAIM_FIELDS)
+        )
+        return _Claimed(*rows[0]) if rows else None
+
+    def _rows(self, pk: int):
+        return ScheduledFunction.objects.using(self.using).filter(pk=pk)
+
+    def _mutation_body(
+        self, claimed: _Claimed, entry: RegisteredFunction, attempt: int
+    ) -> tuple[str, str]:
+        """Run a mutation inside the caller's transaction, which holds its row lock."""
+        ctx = MutationContext(claimed.id, claimed.name, attempt)
+        function_started.send(
+            sender=ScheduledFunction,
+            scheduled_function_id=claimed.id,
+            name=claimed.name,
+            kind=claimed.kind,
+            attempt=attempt,
+            worker_id=self.id,
+        )
+        try:
+            with transaction.atomic(using=self.using):
+                entry.func(ctx, **claimed.args)
+        except Exception as exc:
+            if classify_error(exc) is not Transience.PERMANENT:
+                raise  # rolls the whole transaction back; retried by the caller
+            error = format_error(exc)
+            logger.debug("mutation id=%s raised", claimed.id, exc_info=True)
+            self._rows(claimed.id).fail(
+                error, clock.now(), from_state=State.PENDING, attempts=attempt
+            )
+            return State.FAILED, error
+        self._rows(claimed.id).succeed(clock.now(), from_state=State.PENDING, attempts=attempt)
+        return State.SUCCESS, ""
+
+    def _retry_mutation(
+        self, claimed: _Claimed, entry: RegisteredFunction, exc: Exception, started: float
+    ) -> _Outcome:
+        attempt = claimed.attempts + 1
+        conflicts = 0
+        while True:
+            transience = classify_error(exc)
+            if transience is Transience.PERMANENT:
+                # Not the function (its errors are caught in _mutation_body):
+                # recording the outcome itself failed. Leave the row pending.
+                logger.exception("could not record the outcome of id=%s", claimed.id, exc_info=exc)
+                self._close_connection()
+                return _Outcome.BACKOFF
+            self.stats.retried += 1
+            if transience is Transience.UNAVAILABLE:
+                self._close_connection()
+                delay = full_jitter(
+                    attempt,
+                    scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
+                    scheduler_settings.UNAVAILABLE_BACKOFF_MAX,
+                )
+                self._signal_retry(claimed, attempt, exc, delay, in_place=False)
+                try:
+                    self._rows(claimed.id).postpone(
+                        clock.now() + _seconds(delay), attempts=attempt
+                    )
+                except Exception as postpone_exc:
+                    # The row keeps its due time; whoever reaches the
+                    # database first runs it.
+                    logger.warning("could not postpone id=%s: %s", claimed.id, postpone_exc)
+                    self._close_connection()
+                return _Outcome.BACKOFF
+            conflicts += 1
+            delay = full_jitter(
+                conflicts,
+                scheduler_settings.CONFLICT_BACKOFF_INITIAL,
+                scheduler_settings.CONFLICT_BACKOFF_MAX,
+            )
+            self._signal_retry(claimed, attempt, exc, delay, in_place=True)
+            if self._forced.wait(delay):
+                return _Outcome.RAN
+            attempt += 1
+            try:
+                with write_transaction(self.using):
+                    locked = self._lock_pending(claimed.id)
+                    if locked is None:
+                        # Canceled meanwhile, or another worker has it.
+                        return _Outcome.RAN
+                    state, error = self._mutation_body(locked, entry, attempt)
+            except Exception as retry_exc:
+                exc = retry_exc
+                continue
+            self._finished(claimed, state, error, attempt, started)
+            return _Outcome.RAN
+
+    def _run_action(self, claimed: _Claimed, entry: RegisteredFunction) -> None:
+        attempt = claimed.attempts + 1
+        ctx = ActionContext(claimed.id, claimed.name, attempt)
+        started = time.monotonic()
+        function_started.send(
+            sender=ScheduledFunction,
+            scheduled_function_id=claimed.id,
+            name=claimed.name,
+            kind=claimed.kind,
+            attempt=attempt,
+            worker_id=self.id,
+        )
+        error = ""
+        try:
+            entry.func(ctx, **claimed.args)
+        except Exception as exc:
+            logger.debug("action id=%s raised", claimed.id, exc_info=True)
+            error = format_error(exc)
+        state = self._record_action_outcome(claimed.id, error)
+        self._finished(claimed, state, error, attempt, started)
+
+    def _record_action_outcome(self, pk: int, error: str) -> str:
+        failures = 0
+        while True:
+            try:
+                rows = self._rows(pk)
+                if error:
+                    changed = rows.fail(error, clock.now(), from_state=State.IN_PROGRESS)
+                else:
+                    changed = rows.succeed(clock.now(), from_state=State.IN_PROGRESS)
+                if changed:
+                    return State.FAILED if error else State.SUCCESS
+                # A cancel (or an orphan sweep after a long stall) won.
+                return rows.values_list("state", flat=True).first() or State.CANCELED
+            except Exception as exc:
+                if classify_error(exc) is Transience.PERMANENT:
+                    raise
+                failures += 1
+                self._close_connection()
+                delay = full_jitter(failures, scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL, 30.0)
+                logger.warning("could not record action id=%s, retrying: %s", pk, exc)
+                if self._forced.wait(delay):
+                    return State.IN_PROGRESS
+
+    def _finished(self, claimed, state: str, error: str, attempt: int, started: float) -> None:
+        if state == State.SUCCESS:
+            self.stats.succeeded += 1
+        elif state == State.FAILED:
+            self.stats.failed += 1
+        elif state == State.CANCELED:
+            self.stats.canceled += 1
+        function_finished.send(
+            sender=ScheduledFunction,
+            scheduled_function_id=claimed.id,
+            name=claimed.name,
+            kind=claimed.kind,
+            state=state,
+            error=error,
+            attempt=attempt,
+            duration=time.monotonic() - started,
+        )
+
+    def _signal_retry(self, claimed, attempt, exc, delay, *, in_place) -> None:
+        function_retried.send(
+            sender=ScheduledFunction,
+            scheduled_function_id=claimed.id,
+            name=claimed.name,
+            attempt=attempt,
+            error=exc,
+            delay=delay,
+            in_place=in_place,
+        )
+
+    def _on_loop_error(self, exc: Exception) -> _Outcome:
+        if classify_error(exc) is Transience.PERMANENT:
+            raise exc
+        logger.warning("database error while claiming, backing off: %s", exc)
+        self._close_connection()
+        return _Outcome.BACKOFF
+
+    def _close_connection(self) -> None:
+        connection = connections[self.using]
+        if not connection.in_atomic_block:
+            try:
+                connection.close()
+            except Exception:
+                logger.debug("closing a broken connection failed", exc_info=True)
+
+
+def format_error(exc: BaseException) -> str:
+    """The error text stored for a failed function: the message, then the traceback."""
+    message = f"{type(exc).__name__}: {exc}"
+    trace = "".join(traceback.format_exception(exc))
+    text = f"{message}\n\n{trace}"
+    return text[:MAX_ERROR_LENGTH]
+
+
+def process_alive(pid: int, process_start: str = "") -> bool:
+    """Whether the process ``pid`` on this host is still the one that registered."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    stat = _read_stat(pid)
+    if stat is None:
+        return True
+    state, start = stat
+    if state in ("Z", "X"):
+        return False
+    return not (process_start and start != process_start)
+
+
+def _read_stat(pid: int) -> tuple[str, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses; fields follow the last ')'.
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+def _process_start(pid: int) -> str:
+    stat = _read_stat(pid)
+    return stat[1] if stat else ""
+
+
+def _seconds(value: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=value)

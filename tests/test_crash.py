@@ -1,0 +1,170 @@
+"""Workers as real processes: SIGKILL in the middle of a function, signals, restarts."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from convex_scheduler import scheduler
+from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, SchedulerWorker, State
+
+from . import functions
+from .models import ActionRun, Counter
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_worker(*flags):
+    env = dict(os.environ)
+    env["CONVEX_TEST_DB_NAME"] = connection.settings_dict["NAME"]
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "django", "runscheduler", "--interval", "0.05", *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def finish(process, timeout=60):
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"worker did not exit in {timeout}s:\n{output}") from None
+    return process.returncode, output
+
+
+def kill(process):
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)  # reap it: a zombie still answers kill(pid, 0)
+
+
+@pytest.fixture
+def gate(tmp_path):
+    gate = tmp_path / "gate"
+    gate.touch()
+    return gate
+
+
+def test_killed_mid_mutation_runs_again_and_applies_exactly_once(gate, tmp_path):
+    entered = tmp_path / "entered"
+    sid = scheduler.run_after(
+        0, functions.blocking_increment, {"name": "m", "gate": str(gate), "entered": str(entered)}
+    )
+    worker = start_worker()
+    wait_for(entered.exists, "the mutation to start")
+    kill(worker)
+
+    row = ScheduledFunction.objects.get(pk=sid)
+    assert row.state == State.PENDING
+    assert not Counter.objects.filter(name="m", value__gt=0).exists()
+
+    gate.unlink()
+    code, output = finish(start_worker("--burst"))
+    assert code == 0, output
+    row.refresh_from_db()
+    assert row.state == State.SUCCESS
+    assert Counter.objects.get(name="m").value == 1
+
+
+def test_killed_mid_action_is_failed_by_the_next_worker_and_never_rerun(gate, tmp_path):
+    entered, log = tmp_path / "entered", tmp_path / "log"
+    sid = scheduler.run_after(
+        0,
+        functions.blocking_record,
+        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
+    )
+    worker = start_worker()
+    wait_for(entered.exists, "the action to start")
+    kill(worker)
+    assert ScheduledFunction.objects.get(pk=sid).state == State.IN_PROGRESS
+
+    gate.unlink()
+    started = time.monotonic()
+    code, output = finish(start_worker("--burst"))
+    elapsed = time.monotonic() - started
+    assert code == 0, output
+    row = ScheduledFunction.objects.get(pk=sid)
+    assert row.state == State.FAILED
+    assert row.error == ORPHANED_ACTION_ERROR
+    assert elapsed < 10
+    assert log.read_text().split() == [str(sid)]
+    assert ActionRun.objects.filter(scheduled_function_id=sid).count() == 1
+    # The dead worker's registration is gone; the burst worker deregistered.
+    assert not SchedulerWorker.objects.exists()
+
+
+def test_sigterm_finishes_the_running_action_then_exits(gate, tmp_path):
+    entered, log = tmp_path / "entered", tmp_path / "log"
+    sid = scheduler.run_after(
+        0,
+        functions.blocking_record,
+        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
+    )
+    later = scheduler.run_after(0, functions.increment, {"name": "later"})
+    worker = start_worker()
+    wait_for(entered.exists, "the action to start")
+    worker.send_signal(signal.SIGTERM)
+    gate.unlink()
+    code, output = finish(worker)
+    assert code == 0, output
+    assert ScheduledFunction.objects.get(pk=sid).state == State.SUCCESS
+    # Nothing new was claimed after the signal: with one thread, the
+    # increment queued behind the action never started.
+    assert ScheduledFunction.objects.get(pk=later).state == State.PENDING
+
+
+def test_second_signal_exits_at_once_and_fails_the_abandoned_action(gate, tmp_path):
+    entered, log = tmp_path / "entered", tmp_path / "log"
+    sid = scheduler.run_after(
+        0,
+        functions.blocking_record,
+        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
+    )
+    worker = start_worker()
+    wait_for(entered.exists, "the action to start")
+    worker.send_signal(signal.SIGTERM)
+    wait_for(lambda: "finishing running functions" in _peek(worker), "the first signal", 30)
+    worker.send_signal(signal.SIGINT)
+    code, output = finish(worker, timeout=30)
+    assert code == 0, output
+    row = ScheduledFunction.objects.get(pk=sid)
+    assert (row.state, row.error) == (State.FAILED, ORPHANED_ACTION_ERROR)
+
+
+def _peek(process):
+    # Read what the worker printed so far without blocking on the pipe.
+    os.set_blocking(process.stdout.fileno(), False)
+    chunk = process.stdout.read() or ""
+    process._peeked = getattr(process, "_peeked", "") + chunk
+    return process._peeked
+
+
+def test_burst_runs_children_scheduled_for_now_and_exits():
+    sid = scheduler.run_after(0, functions.schedule_children, {"name": "kid", "count": 5})
+    code, output = finish(start_worker("--burst", "--concurrency", "2"))
+    assert code == 0, output
+    assert ScheduledFunction.objects.filter(parent_id=sid, state=State.SUCCESS).count() == 5
+    assert Counter.objects.get(name="kid").value == 5
+    assert "Burst done: 6 succeeded, 0 failed, 0 canceled." in output

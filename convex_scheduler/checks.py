@@ -17,11 +17,21 @@ from django.utils.module_loading import import_string
 
 from .conf import DEFAULTS, SETTING_NAME
 
-_POSITIVE_INTS = ("MAX_SCHEDULED_PER_FUNCTION", "MAX_SCHEDULED_ARGS_BYTES", "MAX_ARGS_BYTES",
-                  "CLEANUP_BATCH_SIZE", "CONCURRENCY")
+_POSITIVE_INTS = (
+    "MAX_SCHEDULED_PER_FUNCTION",
+    "MAX_SCHEDULED_ARGS_BYTES",
+    "MAX_ARGS_BYTES",
+    "CLEANUP_BATCH_SIZE",
+    "CONCURRENCY",
+)
 _POSITIVE_SECONDS = (
-    "POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_TIMEOUT", "CONFLICT_BACKOFF_INITIAL",
-    "CONFLICT_BACKOFF_MAX", "UNAVAILABLE_BACKOFF_INITIAL", "UNAVAILABLE_BACKOFF_MAX",
+    "POLL_INTERVAL",
+    "HEARTBEAT_INTERVAL",
+    "WORKER_TIMEOUT",
+    "CONFLICT_BACKOFF_INITIAL",
+    "CONFLICT_BACKOFF_MAX",
+    "UNAVAILABLE_BACKOFF_INITIAL",
+    "UNAVAILABLE_BACKOFF_MAX",
 )
 
 
@@ -72,7 +82,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     if isinstance(grace, bool) or not isinstance(grace, Real) or not 0 <= grace < float("inf"):
         errors.append(
             Error(
-                f"{SETTING_NAME}['SHUTDOWN_GRACE_PERIOD'] must be 0 or more seconds, not {grace!r}.",
+                f"{SETTING_NAME}['SHUTDOWN_GRACE_PERIOD'] must be 0 or more seconds, "
+                f"not {grace!r}.",
                 hint="The default is 30.",
                 id="convex_scheduler.E003",
             )
@@ -89,8 +100,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
     heartbeat = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
     timeout = value.get("WORKER_TIMEOUT", DEFAULTS["WORKER_TIMEOUT"])
     if (
-        isinstance(heartbeat, Real) and isinstance(timeout, Real)
-        and 0 < heartbeat and timeout < 3 * heartbeat
+        isinstance(heartbeat, Real)
+        and isinstance(timeout, Real)
+        and 0 < heartbeat
+        and timeout < 3 * heartbeat
     ):
         errors.append(
             Error(

@@ -145,4 +145,3 @@ def run_with_retries(body: Callable[[int], Any], using: str) -> Any:
                 )
             logger.info("transient error, retrying in %.3fs: %s", delay, exc)
             time.sleep(delay)
-

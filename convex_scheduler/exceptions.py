@@ -92,7 +92,10 @@ def _classify_one(exc: BaseException) -> Transience | None:
             return Transience.UNAVAILABLE
         return None
 
-    if module.startswith("psycopg") and type(exc).__name__ in ("OperationalError", "InterfaceError"):
+    if module.startswith("psycopg") and type(exc).__name__ in (
+        "OperationalError",
+        "InterfaceError",
+    ):
         # psycopg raises these without a SQLSTATE when the socket is gone.
         return Transience.UNAVAILABLE
     return None

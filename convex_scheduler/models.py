@@ -143,14 +143,13 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         return self.filter(state=State.PENDING).update(next_run_time=until, attempts=attempts)
 
     def fail_orphaned_actions(self, dead_worker_ids, now: datetime) -> int:
-        return (
-            self.filter(state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids))
-            .update(
-                state=State.FAILED,
-                error=ORPHANED_ACTION_ERROR,
-                completed_time=now,
-                next_run_time=None,
-            )
+        return self.filter(
+            state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids)
+        ).update(
+            state=State.FAILED,
+            error=ORPHANED_ACTION_ERROR,
+            completed_time=now,
+            next_run_time=None,
         )
 
 
@@ -218,9 +217,7 @@ class ScheduledFunction(models.Model):
                 ),
                 name="cs_queue_key_iff_pending",
             ),
-            models.CheckConstraint(
-                condition=Q(state__in=State.values), name="cs_state_valid"
-            ),
+            models.CheckConstraint(condition=Q(state__in=State.values), name="cs_state_valid"),
             models.CheckConstraint(condition=Q(kind__in=Kind.values), name="cs_kind_valid"),
         ]
 

@@ -48,8 +48,7 @@ class RegisteredFunction:
             self.signature.bind(None, **args)
         except TypeError as exc:
             raise SchedulingError(
-                f"Arguments do not match the signature of {self.name!r} "
-                f"{self.signature}: {exc}."
+                f"Arguments do not match the signature of {self.name!r} {self.signature}: {exc}."
             ) from None
 
 

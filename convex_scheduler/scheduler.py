@@ -214,9 +214,7 @@ def parse_id(value: Any) -> int:
     elif isinstance(value, str) and value.isascii() and value.isdigit():
         pk = int(value)
     else:
-        raise SchedulingError(
-            f"A scheduled function id must be a positive integer, not {value!r}."
-        )
+        raise SchedulingError(f"A scheduled function id must be a positive integer, not {value!r}.")
     if not 0 < pk < 2**63:
         raise SchedulingError(f"A scheduled function id must be a positive integer, not {value!r}.")
     return pk
@@ -258,9 +256,7 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
         return
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
-            raise SchedulingError(
-                f"Argument {path!r} is {value!r}; JSON numbers must be finite."
-            )
+            raise SchedulingError(f"Argument {path!r} is {value!r}; JSON numbers must be finite.")
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):

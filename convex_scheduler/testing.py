@@ -92,6 +92,7 @@ def run_due(*, using: str | None = None, max_functions: int | None = None) -> Wo
     in savepoints of the test's transaction, so this works with pytest-django's
     ``db`` fixture and Django's ``TestCase``. Actions run in the same thread.
     """
-    worker = Worker(burst=True, concurrency=1, heartbeat=False, using=using,
-                    max_functions=max_functions)
+    worker = Worker(
+        burst=True, concurrency=1, heartbeat=False, using=using, max_functions=max_functions
+    )
     return worker.run()

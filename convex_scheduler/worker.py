@@ -377,12 +377,16 @@ class Worker:
             .distinct()
         )
         timeout = now.timestamp() - scheduler_settings.WORKER_TIMEOUT
-        registered = {
-            row["id"]: row
-            for row in workers.filter(pk__in=owners).values(
-                "id", "hostname", "pid", "process_start", "last_heartbeat"
-            )
-        } if owners else {}
+        registered = (
+            {
+                row["id"]: row
+                for row in workers.filter(pk__in=owners).values(
+                    "id", "hostname", "pid", "process_start", "last_heartbeat"
+                )
+            }
+            if owners
+            else {}
+        )
         local = {
             row["id"]: row
             for row in workers.filter(hostname=self.hostname)
@@ -435,9 +439,7 @@ class Worker:
                 elif claimed.kind == Kind.ACTION:
                     self._rows(claimed.id).start_action(self.id, now)
                 else:
-                    outcome_state, error = self._mutation_body(
-                        claimed, entry, claimed.attempts + 1
-                    )
+                    outcome_state, error = self._mutation_body(claimed, entry, claimed.attempts + 1)
         except Exception as exc:
             if claimed is not None and claimed.kind == Kind.MUTATION and entry is not None:
                 return self._retry_mutation(claimed, entry, exc, started)
@@ -521,9 +523,7 @@ class Worker:
                 )
                 self._signal_retry(claimed, attempt, exc, delay, in_place=False)
                 try:
-                    self._rows(claimed.id).postpone(
-                        clock.now() + _seconds(delay), attempts=attempt
-                    )
+                    self._rows(claimed.id).postpone(clock.now() + _seconds(delay), attempts=attempt)
                 except Exception as postpone_exc:
                     # The row keeps its due time; whoever reaches the
                     # database first runs it.

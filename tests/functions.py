@@ -157,3 +157,12 @@ def blocking_record(ctx, label: str, gate: str, entered: str, log: str) -> None:
     ActionRun.objects.create(scheduled_function_id=ctx.scheduled_function_id, label=label)
     if Path(gate).exists():
         _wait_at_gate(gate, entered)
+
+
+@mutation
+def terminate_own_connection_once(ctx, name: str) -> None:
+    """The database drops the connection mid-mutation on the first attempt (PostgreSQL)."""
+    bump(name)
+    if ctx.attempt == 1:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")

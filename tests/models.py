@@ -7,6 +7,9 @@ class Counter(models.Model):
     name = models.CharField(max_length=100, unique=True)
     value = models.IntegerField(default=0)
 
+    def __str__(self):
+        return f"{self.name}={self.value}"
+
 
 class ActionRun(models.Model):
     """One row per start of an action: at-most-once shows as no duplicates."""
@@ -14,3 +17,6 @@ class ActionRun(models.Model):
     scheduled_function_id = models.BigIntegerField()
     label = models.CharField(max_length=100, default="")
     created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"run of #{self.scheduled_function_id}"

@@ -20,7 +20,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["*"]
 
-DATABASE_URL = os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'tests.sqlite3'}")
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'tests.sqlite3'}"
 default = dj_database_url.parse(DATABASE_URL)
 if default["ENGINE"] == "django.db.backends.sqlite3":
     default["OPTIONS"] = {

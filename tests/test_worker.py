@@ -122,8 +122,9 @@ def test_children_of_a_mutation_have_it_as_parent_and_run_in_the_same_burst():
 
 
 def test_delayed_children_wait_for_their_time(clock):
-    sid = scheduler.run_after(0, functions.schedule_children, {"name": "kid", "count": 2,
-                                                              "delay_ms": 1000})
+    sid = scheduler.run_after(
+        0, functions.schedule_children, {"name": "kid", "count": 2, "delay_ms": 1000}
+    )
     run_due()
     assert counter("kid") == 0
     clock.advance(seconds=1)
@@ -211,10 +212,12 @@ def test_a_mutation_can_cancel_another_function_in_its_transaction(clock):
 
 
 def test_the_1001st_function_fails_the_mutation():
-    ok = scheduler.run_after(0, functions.schedule_children, {"name": "k", "count": 1000,
-                                                             "delay_ms": 60_000})
-    too_many = scheduler.run_after(0, functions.schedule_children, {"name": "k", "count": 1001,
-                                                                   "delay_ms": 60_000})
+    ok = scheduler.run_after(
+        0, functions.schedule_children, {"name": "k", "count": 1000, "delay_ms": 60_000}
+    )
+    too_many = scheduler.run_after(
+        0, functions.schedule_children, {"name": "k", "count": 1001, "delay_ms": 60_000}
+    )
     run_due()
     assert row(ok).state == State.SUCCESS
     assert row(too_many).state == State.FAILED
@@ -243,8 +246,11 @@ def test_default_limit_of_16_mib_of_arguments_per_mutation():
 
 def test_unregistered_name_in_the_table_is_failed_not_imported(clock):
     sid = ScheduledFunction.objects.create(
-        name="os:system", kind="mutation", args={"command": "true"},
-        scheduled_time=clock.now(), next_run_time=clock.now(),
+        name="os:system",
+        kind="mutation",
+        args={"command": "true"},
+        scheduled_time=clock.now(),
+        next_run_time=clock.now(),
     ).pk
     run_due()
     assert row(sid).state == State.FAILED

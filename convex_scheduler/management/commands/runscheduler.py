@@ -62,8 +62,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--burst",
             action="store_true",
-            help="Run everything due now, including what those runs schedule for now, "
-            "then exit.",
+            help="Run everything due now, including what those runs schedule for now, then exit.",
         )
         parser.add_argument(
             "--max-functions",

@@ -26,6 +26,7 @@ _POSITIVE_INTS = (
 )
 _POSITIVE_SECONDS = (
     "POLL_INTERVAL",
+    "STATUS_INTERVAL",
     "HEARTBEAT_INTERVAL",
     "WORKER_TIMEOUT",
     "CONFLICT_BACKOFF_INITIAL",
@@ -70,6 +71,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             )
     for key in _POSITIVE_SECONDS:
         item = value.get(key, DEFAULTS[key])
+        if item is None and DEFAULTS[key] is None:
+            continue
         if isinstance(item, bool) or not isinstance(item, Real) or not 0 < item < float("inf"):
             errors.append(
                 Error(

@@ -31,10 +31,13 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_BATCH_SIZE": 1000,
     # Worker.
     "CONCURRENCY": 1,
-    "POLL_INTERVAL": 0.5,
+    # None: 1 s on PostgreSQL, where NOTIFY wakes idle workers at once, and
+    # 0.05 s elsewhere, where polling (one indexed query) is the wake-up.
+    "POLL_INTERVAL": None,
     "HEARTBEAT_INTERVAL": 5.0,
     "WORKER_TIMEOUT": 30.0,
     "SHUTDOWN_GRACE_PERIOD": 30.0,
+    "STATUS_INTERVAL": 60.0,
     # Backoff for transient errors (seconds): conflicts retry in place, other
     # transient errors move the due time.
     "CONFLICT_BACKOFF_INITIAL": 0.1,
@@ -79,6 +82,14 @@ class SchedulerSettings:
 
 
 scheduler_settings = SchedulerSettings()
+
+
+def poll_interval_for(vendor: str) -> float:
+    """The poll interval in force for a database vendor."""
+    configured = scheduler_settings.POLL_INTERVAL
+    if configured is not None:
+        return float(configured)
+    return 1.0 if vendor == "postgresql" else 0.05
 
 
 @receiver(setting_changed)

@@ -18,9 +18,10 @@ from django.db import router
 from django.utils import timezone
 
 from . import clock
-from .conf import scheduler_settings
+from .conf import poll_interval_for, scheduler_settings
 from .exceptions import SchedulingError
 from .registry import FunctionKind, RegisteredFunction, registry
+from .wakeup import notify_due, supports_notify
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -162,6 +163,10 @@ class Scheduler:
             completed_time=completed_time,
             parent_id=running.parent_id if running is not None else None,
         )
+        if state == State.PENDING and supports_notify(using):
+            horizon = timedelta(seconds=poll_interval_for("postgresql"))
+            if due <= now + horizon:
+                notify_due(using)
         return row.pk
 
     def _charge(self, running: _Running, size: int) -> None:

@@ -26,18 +26,22 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models.functions import Now
 
 from . import clock
-from .conf import scheduler_settings
+from .conf import poll_interval_for, scheduler_settings
 from .context import ActionContext, MutationContext
 from .exceptions import Transience, classify_error
 from .models import Kind, ScheduledFunction, SchedulerWorker, State
 from .registry import RegisteredFunction, registry
 from .signals import actions_orphaned, function_finished, function_retried, function_started
 from .transactions import full_jitter, write_transaction
+from .wakeup import Listener, supports_notify
 
 logger = logging.getLogger("convex_scheduler")
 
@@ -105,12 +109,14 @@ class Worker:
         heartbeat: bool = True,
     ) -> None:
         self.concurrency = concurrency or scheduler_settings.CONCURRENCY
-        self.poll_interval = (
-            scheduler_settings.POLL_INTERVAL if poll_interval is None else poll_interval
-        )
         self.burst = burst
         self.max_functions = max_functions
         self.using = using or router.db_for_write(ScheduledFunction)
+        self.vendor = connections[self.using].vendor
+        self.poll_interval = (
+            poll_interval_for(self.vendor) if poll_interval is None else poll_interval
+        )
+        self.listens = not burst and supports_notify(self.using)
         self.heartbeat = heartbeat
         self.id = uuid.uuid4().hex
         self.hostname = socket.gethostname()
@@ -123,6 +129,12 @@ class Worker:
         self._active = 0
         self._generation = 0
         self._started = 0
+        self._wake = threading.Condition()
+        self._wake_seq = 0
+        # Heartbeats of other workers are judged only after this worker has
+        # itself reached the database for WORKER_TIMEOUT: after an outage that
+        # stopped everyone's heartbeats, live workers get time to beat again.
+        self._healthy_since = time.monotonic()
 
     # Lifecycle -----------------------------------------------------------
 
@@ -147,6 +159,13 @@ class Worker:
         self._changed.set()
         with self._progress:
             self._progress.notify_all()
+        self.wake()
+
+    def wake(self) -> None:
+        """Make idle runner threads look for due functions now."""
+        with self._wake:
+            self._wake_seq += 1
+            self._wake.notify_all()
 
     @property
     def stopping(self) -> bool:
@@ -179,12 +198,16 @@ class Worker:
             )
             for index in range(self.concurrency)
         ]
+        listener_stopped = threading.Event()
+        if self.listens:
+            threads.append(Listener(self.using, self.wake, listener_stopped))
         for thread in threads:
             thread.start()
+        runners = threads[: self.concurrency]
         grace_deadline = None
-        last_beat = time.monotonic()
+        last_beat = last_status = time.monotonic()
         interval = scheduler_settings.HEARTBEAT_INTERVAL
-        while any(thread.is_alive() for thread in threads):
+        while any(thread.is_alive() for thread in runners):
             if self._forced.is_set():
                 break
             if self._stopping.is_set() and grace_deadline is None:
@@ -207,6 +230,10 @@ class Worker:
                 last_beat = time.monotonic()
                 self._beat()
                 self.housekeeping()
+            if time.monotonic() - last_status >= scheduler_settings.STATUS_INTERVAL:
+                last_status = time.monotonic()
+                self._log_status()
+        listener_stopped.set()
 
     def _runner_thread(self) -> None:
         try:
@@ -227,6 +254,7 @@ class Worker:
             with self._progress:
                 generation = self._generation
                 self._active += 1
+            wake_seq = self._wake_seq
             outcome = _Outcome.BACKOFF
             try:
                 outcome = self._run_next()
@@ -238,6 +266,9 @@ class Worker:
                     self._progress.notify_all()
             if outcome is _Outcome.RAN:
                 failures = 0
+                if self.concurrency > 1:
+                    # What it ran may have scheduled more for now.
+                    self.wake()
                 continue
             if outcome is _Outcome.BACKOFF:
                 failures += 1
@@ -261,9 +292,9 @@ class Worker:
                         break
                     self._progress.wait(self.poll_interval)
                 continue
-            self._idle_wait()
+            self._idle_wait(wake_seq)
 
-    def _idle_wait(self) -> None:
+    def _idle_wait(self, wake_seq: int) -> None:
         timeout = self.poll_interval
         try:
             next_due = ScheduledFunction.objects.using(self.using).next_due_time()
@@ -274,27 +305,31 @@ class Worker:
         if next_due is not None:
             timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
         if timeout > 0:
-            self._stopping.wait(timeout)
+            with self._wake:
+                # A wake-up since we last looked means look again at once.
+                if self._wake_seq == wake_seq and not self._stopping.is_set():
+                    self._wake.wait(timeout)
 
     # Registration and housekeeping -------------------------------------
 
     def _register(self) -> None:
-        now = clock.now()
         SchedulerWorker.objects.using(self.using).create(
             id=self.id,
             hostname=self.hostname[:255],
             pid=self.pid,
             process_start=_process_start(self.pid),
-            started_time=now,
-            last_heartbeat=now,
+            started_time=Now(),
+            last_heartbeat=Now(),
         )
+        settings = connections[self.using].settings_dict
         logger.info(
-            "worker started id=%s database=%s vendor=%s concurrency=%s poll_interval=%ss%s",
+            "worker started id=%s database=%s (%s %s) concurrency=%s wake-up=%s%s",
             self.id,
             self.using,
-            connections[self.using].vendor,
+            self.vendor,
+            settings.get("NAME"),
             self.concurrency,
-            self.poll_interval,
+            "LISTEN/NOTIFY" if self.listens else f"polling every {self.poll_interval}s",
             " burst" if self.burst else "",
         )
 
@@ -324,11 +359,11 @@ class Worker:
 
     def _beat(self) -> None:
         try:
-            now = clock.now()
+            # Database time, not ours: machines' clocks may disagree.
             updated = (
                 SchedulerWorker.objects.using(self.using)
                 .filter(pk=self.id)
-                .update(last_heartbeat=now)
+                .update(last_heartbeat=Now())
             )
             if not updated:
                 # Another worker took us for dead (e.g. after a long network
@@ -338,7 +373,29 @@ class Worker:
             if classify_error(exc) is Transience.PERMANENT:
                 raise
             logger.warning("heartbeat failed: %s", exc)
+            self._healthy_since = None
             self._close_connection()
+        else:
+            if self._healthy_since is None:
+                self._healthy_since = time.monotonic()
+
+    def _log_status(self) -> None:
+        try:
+            next_due = ScheduledFunction.objects.using(self.using).next_due_time()
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            next_due = None
+        lag = max(0.0, (clock.now() - next_due).total_seconds()) if next_due else 0.0
+        logger.info(
+            "status succeeded=%s failed=%s canceled=%s retried=%s orphans_failed=%s lag=%.3fs",
+            self.stats.succeeded,
+            self.stats.failed,
+            self.stats.canceled,
+            self.stats.retried,
+            self.stats.orphans_failed,
+            lag,
+        )
 
     def housekeeping(self) -> None:
         """Fail orphaned actions and delete expired rows; never raises on a lost database."""
@@ -359,13 +416,13 @@ class Worker:
     def recover_orphaned_actions(self) -> int:
         """Mark ``failed`` every running action whose worker is gone.
 
-        A worker is gone when its registration is missing, its heartbeat is
-        older than ``WORKER_TIMEOUT``, or it ran on this host and its process
-        no longer exists.
+        A worker is gone when its registration is missing, when it ran on this
+        host and its process no longer exists, or when its heartbeat (database
+        time) is older than ``WORKER_TIMEOUT``. The last rule is applied only
+        once this worker has itself been connected for ``WORKER_TIMEOUT``.
         """
         functions = ScheduledFunction.objects.using(self.using)
-        workers = SchedulerWorker.objects.using(self.using)
-        now = clock.now()
+        workers = SchedulerWorker.objects.using(self.using).exclude(pk=self.id)
         # Owners are read before registrations: a worker registers before it
         # claims, so an owner seen here whose registration is then missing
         # is really gone, never one that registered in between.
@@ -376,36 +433,22 @@ class Worker:
             .values_list("owner", flat=True)
             .distinct()
         )
-        timeout = now.timestamp() - scheduler_settings.WORKER_TIMEOUT
-        registered = (
-            {
-                row["id"]: row
-                for row in workers.filter(pk__in=owners).values(
-                    "id", "hostname", "pid", "process_start", "last_heartbeat"
-                )
-            }
-            if owners
-            else {}
-        )
-        local = {
-            row["id"]: row
-            for row in workers.filter(hostname=self.hostname)
-            .exclude(pk=self.id)
-            .values("id", "hostname", "pid", "process_start", "last_heartbeat")
-        }
-        dead = {owner for owner in owners if owner not in registered}
-        for row in (*registered.values(), *local.values()):
-            if row["last_heartbeat"].timestamp() < timeout or (
-                row["hostname"] == self.hostname
-                and not process_alive(row["pid"], row["process_start"])
-            ):
-                dead.add(row["id"])
-        dead.discard(self.id)
-        failed = functions.fail_orphaned_actions(dead, now) if dead else 0
+        dead = owners - set(workers.filter(pk__in=owners).values_list("pk", flat=True))
+        for pk, pid, process_start in workers.filter(hostname=self.hostname).values_list(
+            "pk", "pid", "process_start"
+        ):
+            if not process_alive(pid, process_start):
+                dead.add(pk)
+        timeout = scheduler_settings.WORKER_TIMEOUT
+        if self._healthy_since is not None and time.monotonic() - self._healthy_since >= timeout:
+            cutoff = ExpressionWrapper(
+                Now() - timedelta(seconds=timeout), output_field=DateTimeField()
+            )
+            dead.update(workers.filter(last_heartbeat__lt=cutoff).values_list("pk", flat=True))
+        if not dead:
+            return 0
+        failed = functions.fail_orphaned_actions(dead, clock.now())
         workers.filter(pk__in=dead).delete()
-        workers.filter(
-            last_heartbeat__lt=now - _seconds(scheduler_settings.WORKER_TIMEOUT)
-        ).exclude(pk=self.id).delete()
         if failed:
             actions_orphaned.send(sender=ScheduledFunction, count=failed, worker_ids=sorted(dead))
         return failed
@@ -683,7 +726,5 @@ def _process_start(pid: int) -> str:
     return stat[1] if stat else ""
 
 
-def _seconds(value: float):
-    from datetime import timedelta
-
+def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)

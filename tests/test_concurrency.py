@@ -1,0 +1,125 @@
+"""Several worker processes on one database; wake-up; real conflicts between connections."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+
+from convex_scheduler import scheduler
+from convex_scheduler.exceptions import Transience, classify_error
+from convex_scheduler.models import ScheduledFunction, State
+
+from . import functions
+from .models import ActionRun, Counter
+from .test_crash import finish, start_worker, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
+
+
+def test_three_workers_never_run_anything_twice():
+    for _ in range(150):
+        scheduler.run_after(0, functions.increment, {"name": "shared"})
+    for index in range(60):
+        scheduler.run_after(0, functions.record, {"label": str(index)})
+    for _ in range(20):
+        scheduler.run_after(0, functions.schedule_children, {"name": "kids", "count": 2})
+    workers = [start_worker("--burst", "--concurrency", "2") for _ in range(3)]
+    for worker in workers:
+        code, output = finish(worker, timeout=120)
+        assert code == 0, output
+    assert Counter.objects.get(name="shared").value == 150
+    assert Counter.objects.get(name="kids").value == 40
+    runs = list(ActionRun.objects.values_list("scheduled_function_id", flat=True))
+    assert len(runs) == len(set(runs)) == 60
+    states = set(ScheduledFunction.objects.values_list("state", flat=True))
+    assert states == {State.SUCCESS}
+    assert ScheduledFunction.objects.filter(attempts=1).count() == 150 + 60 + 20 + 40
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_notify_wakes_an_idle_worker_long_before_its_poll():
+    worker = start_worker("--interval", "60")
+    try:
+        wait_for(_listening, "the worker to LISTEN", timeout=30)
+        started = time.monotonic()
+        sid = scheduler.run_after(0, functions.increment, {"name": "woken"})
+        wait_for(
+            lambda: ScheduledFunction.objects.get(pk=sid).state == State.SUCCESS,
+            "the function to run",
+            timeout=30,
+        )
+        assert time.monotonic() - started < 30
+    finally:
+        worker.terminate()
+        finish(worker)
+
+
+def _listening():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query = 'LISTEN convex_scheduler'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def test_cancel_racing_a_running_mutation_waits_and_exactly_one_commits(tmp_path):
+    gate, entered = tmp_path / "gate", tmp_path / "entered"
+    gate.touch()
+    sid = scheduler.run_after(
+        0,
+        functions.blocking_increment,
+        {"name": "raced", "gate": str(gate), "entered": str(entered)},
+    )
+    worker = start_worker()
+    try:
+        wait_for(entered.exists, "the mutation to start")
+        canceller = threading.Thread(target=_cancel_in_own_connection, args=(sid,))
+        canceller.start()
+        gate.unlink()
+        canceller.join(timeout=60)
+        assert not canceller.is_alive()
+        row = ScheduledFunction.objects.get(pk=sid)
+        # The mutation held its row lock; the cancel waited and found it done.
+        assert row.state == State.SUCCESS
+        assert Counter.objects.get(name="raced").value == 1
+    finally:
+        worker.terminate()
+        finish(worker)
+
+
+def _cancel_in_own_connection(sid):
+    try:
+        scheduler.cancel(sid)
+    finally:
+        connections.close_all()
+
+
+@pytest.mark.skipif("connection.vendor == 'sqlite'")
+def test_a_real_deadlock_between_two_connections_is_a_conflict():
+    first, second = Counter.objects.create(name="a"), Counter.objects.create(name="b")
+    barrier = threading.Barrier(2, timeout=30)
+    errors = []
+
+    def lock(mine, theirs):
+        try:
+            with transaction.atomic():
+                Counter.objects.select_for_update().get(pk=mine.pk)
+                barrier.wait()
+                Counter.objects.select_for_update().get(pk=theirs.pk)
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=lock, args=(first, second)),
+        threading.Thread(target=lock, args=(second, first)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(errors) == 1, errors
+    assert classify_error(errors[0]) is Transience.CONFLICT

@@ -166,3 +166,30 @@ def terminate_own_connection_once(ctx, name: str) -> None:
     if ctx.attempt == 1:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+# The fault campaign (scripts/fault_campaign.py) schedules these by the thousand
+# while it kills workers; each leaves evidence that shows a duplicate or a loss.
+
+
+@mutation(name="campaign:mutation")
+def campaign_mutation(ctx, key: str, child: bool = False, fail: bool = False) -> None:
+    bump(key)
+    if child:
+        ctx.scheduler.run_after(0, "campaign:child", {"key": f"{key}/child"})
+    if fail:
+        raise ValueError(f"campaign failure {key}")
+
+
+@mutation(name="campaign:child")
+def campaign_child(ctx, key: str) -> None:
+    bump(key)
+
+
+@action(name="campaign:action")
+def campaign_action(ctx, key: str, work_ms: int = 0, fail: bool = False) -> None:
+    ActionRun.objects.create(scheduled_function_id=ctx.scheduled_function_id, label=key)
+    if work_ms:
+        time.sleep(work_ms / 1000)
+    if fail:
+        raise RuntimeError(f"campaign failure {key}")

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "CLEANUP_BATCH_SIZE": 1000,
     # Worker.
     "CONCURRENCY": 1,
+    "BATCH_SIZE": 50,
     # None: 1 s on PostgreSQL, where NOTIFY wakes idle workers at once, and
     # 0.05 s elsewhere, where polling (one indexed query) is the wake-up.
     "POLL_INTERVAL": None,

@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import DateTimeField, ExpressionWrapper
+from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
 from . import clock
@@ -47,6 +47,9 @@ logger = logging.getLogger("convex_scheduler")
 
 MAX_ERROR_LENGTH = 64 * 1024
 CLEANUP_BATCHES_PER_TICK = 10
+#: A batch of mutations stops growing once it has run this long (seconds), so
+#: one slow mutation does not hold many rows' locks and delay their commit.
+BATCH_TIME_BUDGET = 0.05
 
 
 class _Outcome(enum.Enum):
@@ -456,52 +459,88 @@ class Worker:
     # Running one function ----------------------------------------------
 
     def _run_next(self) -> _Outcome:
-        connection = connections[self.using]
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
-        claimed: _Claimed | None = None
-        entry: RegisteredFunction | None = None
+        """Claim what is due and run it: one action, or a batch of mutations.
+
+        While there is a backlog, up to ``BATCH_SIZE`` due mutations run in one
+        transaction, each in its own savepoint: a developer error rolls back
+        only its own savepoint, and the batch commits (writes and ``success``
+        states together) once. A transient error rolls back the whole batch;
+        the mutation that hit it is retried alone and the rest are claimed
+        again. Actions are never batched: each commits ``inProgress`` alone.
+        """
+        self._drop_broken_connection()
         now = clock.now()
         started = time.monotonic()
+        current: _Claimed | None = None
+        current_entry: RegisteredFunction | None = None
+        action: tuple[_Claimed, RegisteredFunction] | None = None
+        finished: list[tuple[_Claimed, str, str]] = []
         try:
             with write_transaction(self.using):
-                claimed = self._claim(now)
-                if claimed is None:
+                batch = self._claim(now, self._claim_limit())
+                if not batch:
                     return _Outcome.IDLE
-                self._started += 1
-                entry = registry.get(claimed.name)
-                if entry is None or entry.kind.value != claimed.kind:
+                first = batch[0]
+                entry = registry.get(first.name)
+                if entry is None or entry.kind.value != first.kind:
                     error = (
-                        f"No {claimed.kind} is registered under the name {claimed.name!r} "
+                        f"No {first.kind} is registered under the name {first.name!r} "
                         "in this worker."
                     )
-                    self._rows(claimed.id).fail(
-                        error, now, from_state=State.PENDING, attempts=claimed.attempts + 1
+                    self._rows(first.id).fail(
+                        error, now, from_state=State.PENDING, attempts=first.attempts + 1
                     )
-                    outcome_state = State.FAILED
-                elif claimed.kind == Kind.ACTION:
-                    self._rows(claimed.id).start_action(self.id, now)
+                    finished.append((first, State.FAILED, error))
+                elif first.kind == Kind.ACTION:
+                    self._rows(first.id).start_action(self.id, now)
+                    action = (first, entry)
                 else:
-                    outcome_state, error = self._mutation_body(claimed, entry, claimed.attempts + 1)
+                    succeeded = []
+                    for claimed in batch:
+                        entry = registry.get(claimed.name)
+                        if entry is None or entry.kind.value != Kind.MUTATION:
+                            break  # left pending: its lock ends with this transaction
+                        if finished and time.monotonic() - started > BATCH_TIME_BUDGET:
+                            break
+                        current, current_entry = claimed, entry
+                        state, error = self._mutation_body(
+                            claimed, entry, claimed.attempts + 1, record_success=False
+                        )
+                        if state == State.SUCCESS:
+                            succeeded.append(claimed.id)
+                        finished.append((claimed, state, error))
+                    current = None
+                    if succeeded:
+                        ScheduledFunction.objects.using(self.using).filter(
+                            pk__in=succeeded
+                        ).succeed(clock.now(), from_state=State.PENDING, attempts=F("attempts") + 1)
         except Exception as exc:
-            if claimed is not None and claimed.kind == Kind.MUTATION and entry is not None:
-                return self._retry_mutation(claimed, entry, exc, started)
+            if current is not None and current_entry is not None:
+                self._started += 1
+                return self._retry_mutation(current, current_entry, exc, started)
             return self._on_loop_error(exc)
 
-        if entry is not None and claimed.kind == Kind.ACTION:
-            self._run_action(claimed, entry)
-        else:
-            self._finished(claimed, outcome_state, error, claimed.attempts + 1, started)
+        self._started += len(finished) + (action is not None)
+        for claimed, state, error in finished:
+            self._finished(claimed, state, error, claimed.attempts + 1, started)
+        if action is not None:
+            self._run_action(*action)
         return _Outcome.RAN
 
-    def _claim(self, now) -> _Claimed | None:
-        rows = list(
-            ScheduledFunction.objects.using(self.using)
+    def _claim_limit(self) -> int:
+        limit = scheduler_settings.BATCH_SIZE
+        if self.max_functions is not None:
+            limit = max(1, min(limit, self.max_functions - self._started))
+        return limit
+
+    def _claim(self, now, limit: int) -> list[_Claimed]:
+        return [
+            _Claimed(*row)
+            for row in ScheduledFunction.objects.using(self.using)
             .due(now)
             .select_for_update(skip_locked=True)
-            .values_list(*_CLAIM_FIELDS)[:1]
-        )
-        return _Claimed(*rows[0]) if rows else None
+            .values_list(*_CLAIM_FIELDS)[:limit]
+        ]
 
     def _lock_pending(self, pk: int) -> _Claimed | None:
         rows = list(
@@ -516,7 +555,12 @@ class Worker:
         return ScheduledFunction.objects.using(self.using).filter(pk=pk)
 
     def _mutation_body(
-        self, claimed: _Claimed, entry: RegisteredFunction, attempt: int
+        self,
+        claimed: _Claimed,
+        entry: RegisteredFunction,
+        attempt: int,
+        *,
+        record_success: bool = True,
     ) -> tuple[str, str]:
         """Run a mutation inside the caller's transaction, which holds its row lock."""
         ctx = MutationContext(claimed.id, claimed.name, attempt)
@@ -540,7 +584,8 @@ class Worker:
                 error, clock.now(), from_state=State.PENDING, attempts=attempt
             )
             return State.FAILED, error
-        self._rows(claimed.id).succeed(clock.now(), from_state=State.PENDING, attempts=attempt)
+        if record_success:
+            self._rows(claimed.id).succeed(clock.now(), from_state=State.PENDING, attempts=attempt)
         return State.SUCCESS, ""
 
     def _retry_mutation(
@@ -675,6 +720,18 @@ class Worker:
         logger.warning("database error while claiming, backing off: %s", exc)
         self._close_connection()
         return _Outcome.BACKOFF
+
+    def _drop_broken_connection(self) -> None:
+        # Not close_old_connections(): with CONN_MAX_AGE = 0 it would reconnect
+        # for every function, which costs more than running a no-op mutation.
+        connection = connections[self.using]
+        if connection.connection is None or connection.in_atomic_block:
+            return
+        if connection.errors_occurred:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
 
     def _close_connection(self) -> None:
         connection = connections[self.using]

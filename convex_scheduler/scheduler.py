@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import router
+from django.db import connections, router
 from django.utils import timezone
 
 from . import clock
 from .conf import poll_interval_for, scheduler_settings
 from .exceptions import SchedulingError
 from .registry import FunctionKind, RegisteredFunction, registry
-from .wakeup import notify_due, supports_notify
+from .wakeup import notify_due
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -163,11 +163,14 @@ class Scheduler:
             completed_time=completed_time,
             parent_id=running.parent_id if running is not None else None,
         )
-        if state == State.PENDING and supports_notify(using):
-            horizon = timedelta(seconds=poll_interval_for("postgresql"))
-            if due <= now + horizon:
-                notify_due(using)
+        if state == State.PENDING and due <= now + timedelta(seconds=self._wake_horizon(using)):
+            notify_due(using)
         return row.pk
+
+    @staticmethod
+    def _wake_horizon(using: str) -> float:
+        # Something due later than one poll from now is found by polling.
+        return poll_interval_for(connections[using].vendor)
 
     def _charge(self, running: _Running, size: int) -> None:
         limit = scheduler_settings.MAX_SCHEDULED_PER_FUNCTION

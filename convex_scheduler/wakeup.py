@@ -1,18 +1,27 @@
 """How an idle worker learns that a function became due.
 
-On PostgreSQL, scheduling something that is due soon sends ``NOTIFY`` on the
-scheduling connection after its transaction commits (once per transaction),
-and each worker keeps one connection ``LISTEN``-ing, so a worker wakes within
-milliseconds instead of waiting for its next poll. A rolled-back transaction
-notifies nobody. Other databases have no such channel: their workers poll
-with a short interval, one indexed query per poll.
+Scheduling something that is due soon rings once the transaction commits
+(once per transaction; a rolled-back transaction wakes nobody):
+
+* On PostgreSQL it sends ``NOTIFY``, and each worker keeps one connection
+  ``LISTEN``-ing, so workers on every machine wake within milliseconds.
+* Everywhere, it also rings a *doorbell*: one datagram to each worker on the
+  same machine, through Unix sockets in a folder named after the database.
+  This is what wakes SQLite and MySQL/MariaDB workers at once; workers on
+  other machines find the function at their next poll (one indexed query).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
+import os
+import socket
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from django.db import connections
 
@@ -28,6 +37,44 @@ def supports_notify(using: str) -> bool:
     return connections[using].vendor == "postgresql"
 
 
+def doorbell_dir(using: str) -> Path:
+    """The folder of this database's worker doorbells on this machine."""
+    settings = connections[using].settings_dict
+    identity = "|".join(str(settings.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"convex-scheduler-{digest}"
+
+
+_sender: socket.socket | None = None
+_sender_lock = threading.Lock()
+
+
+def ring_doorbells(directory: Path) -> None:
+    """Send one datagram to every worker listening in ``directory``."""
+    global _sender
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return  # no worker on this machine
+    if _sender is None:
+        with _sender_lock:
+            if _sender is None:
+                sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sender.setblocking(False)
+                _sender = sender
+    for entry in entries:
+        if not entry.name.endswith(".sock"):
+            continue
+        try:
+            _sender.sendto(b"!", entry.path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            # The worker died without removing its socket.
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        except OSError:
+            pass  # buffer full: that worker has wake-ups queued already
+
+
 class _Notify:
     """An on-commit callback; its type marks "this transaction already notifies"."""
 
@@ -37,19 +84,19 @@ class _Notify:
         self.using = using
 
     def __call__(self) -> None:
-        try:
-            with connections[self.using].cursor() as cursor:
-                cursor.execute(f"NOTIFY {CHANNEL}")
-        except Exception as exc:
-            # A missed wake-up only costs latency: the workers still poll.
-            logger.debug("NOTIFY failed: %s", exc)
+        # A missed wake-up only costs latency: the workers still poll.
+        if connections[self.using].vendor == "postgresql":
+            try:
+                with connections[self.using].cursor() as cursor:
+                    cursor.execute(f"NOTIFY {CHANNEL}")
+            except Exception as exc:
+                logger.debug("NOTIFY failed: %s", exc)
+        ring_doorbells(doorbell_dir(self.using))
 
 
 def notify_due(using: str) -> None:
     """Wake idle workers once the current transaction (if any) commits."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
     if connection.in_atomic_block:
         for entry in connection.run_on_commit:
             callback = entry[1]
@@ -101,3 +148,34 @@ class Listener(threading.Thread):
             connections[self.using].close()
         except Exception:
             logger.debug("closing the listener connection failed", exc_info=True)
+
+
+class Doorbell(threading.Thread):
+    """Calls ``wake()`` whenever a scheduler on this machine rings this worker."""
+
+    def __init__(
+        self, directory: Path, name: str, wake: Callable[[], None], stopped: threading.Event
+    ) -> None:
+        super().__init__(name="convex-scheduler-doorbell", daemon=True)
+        self.path = directory / f"{name}.sock"
+        self.wake = wake
+        self.stopped = stopped
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.5)
+
+    def run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                try:
+                    self.sock.recv(64)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self.wake()
+        finally:
+            self.sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()

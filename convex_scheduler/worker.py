@@ -41,7 +41,7 @@ from .models import Kind, ScheduledFunction, SchedulerWorker, State
 from .registry import RegisteredFunction, registry
 from .signals import actions_orphaned, function_finished, function_retried, function_started
 from .transactions import full_jitter, write_transaction
-from .wakeup import Listener, supports_notify
+from .wakeup import Doorbell, Listener, doorbell_dir, supports_notify
 
 logger = logging.getLogger("convex_scheduler")
 
@@ -204,6 +204,13 @@ class Worker:
         listener_stopped = threading.Event()
         if self.listens:
             threads.append(Listener(self.using, self.wake, listener_stopped))
+        if not self.burst:
+            try:
+                threads.append(
+                    Doorbell(doorbell_dir(self.using), self.id, self.wake, listener_stopped)
+                )
+            except OSError as exc:
+                logger.warning("no local wake-up socket (polling instead): %s", exc)
         for thread in threads:
             thread.start()
         runners = threads[: self.concurrency]
@@ -237,6 +244,8 @@ class Worker:
                 last_status = time.monotonic()
                 self._log_status()
         listener_stopped.set()
+        for thread in threads[self.concurrency :]:
+            thread.join(timeout=2)
 
     def _runner_thread(self) -> None:
         try:
@@ -332,7 +341,8 @@ class Worker:
             self.vendor,
             settings.get("NAME"),
             self.concurrency,
-            "LISTEN/NOTIFY" if self.listens else f"polling every {self.poll_interval}s",
+            ("LISTEN/NOTIFY" if self.listens else "local doorbell")
+            + f", polling every {self.poll_interval}s",
             " burst" if self.burst else "",
         )
 

@@ -9,6 +9,7 @@ from django.db import connection, connections, transaction
 from convex_scheduler import scheduler
 from convex_scheduler.exceptions import Transience, classify_error
 from convex_scheduler.models import ScheduledFunction, State
+from convex_scheduler.wakeup import doorbell_dir
 
 from . import functions
 from .models import ActionRun, Counter
@@ -37,11 +38,13 @@ def test_three_workers_never_run_anything_twice():
     assert ScheduledFunction.objects.filter(attempts=1).count() == 150 + 60 + 20 + 40
 
 
-@pytest.mark.skipif("connection.vendor != 'postgresql'")
-def test_notify_wakes_an_idle_worker_long_before_its_poll():
+def test_an_idle_worker_is_woken_long_before_its_poll():
+    """NOTIFY on PostgreSQL; the local doorbell on every database."""
     worker = start_worker("--interval", "60")
     try:
-        wait_for(_listening, "the worker to LISTEN", timeout=30)
+        if connection.vendor == "postgresql":
+            wait_for(_listening, "the worker to LISTEN", timeout=30)
+        wait_for(_doorbell_bound, "the worker's doorbell", timeout=30)
         started = time.monotonic()
         sid = scheduler.run_after(0, functions.increment, {"name": "woken"})
         wait_for(
@@ -53,6 +56,12 @@ def test_notify_wakes_an_idle_worker_long_before_its_poll():
     finally:
         worker.terminate()
         finish(worker)
+    assert not _doorbell_bound()  # removed on exit
+
+
+def _doorbell_bound():
+    directory = doorbell_dir("default")
+    return directory.exists() and any(p.suffix == ".sock" for p in directory.iterdir())
 
 
 def _listening():

@@ -143,7 +143,8 @@ class Worker:
 
     def run(self) -> WorkerStats:
         """Run until stopped (or, with ``burst``, until nothing is due)."""
-        self._register()
+        if not self._register_with_backoff():
+            return self.stats
         try:
             self.housekeeping()
             if self.concurrency == 1 and self.burst:
@@ -323,6 +324,23 @@ class Worker:
                     self._wake.wait(timeout)
 
     # Registration and housekeeping -------------------------------------
+
+    def _register_with_backoff(self) -> bool:
+        """Register, waiting out a database that is not reachable yet; False if stopped."""
+        failures = 0
+        while True:
+            try:
+                self._register()
+                return True
+            except Exception as exc:
+                if classify_error(exc) is Transience.PERMANENT:
+                    raise
+                failures += 1
+                self._close_connection()
+                delay = full_jitter(failures, scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL, 30.0)
+                logger.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
+                if self._stopping.wait(delay):
+                    return False
 
     def _register(self) -> None:
         SchedulerWorker.objects.using(self.using).create(

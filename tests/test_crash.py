@@ -21,9 +21,10 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_worker(*flags):
+def start_worker(*flags, **env_overrides):
     env = dict(os.environ)
     env["CONVEX_TEST_DB_NAME"] = connection.settings_dict["NAME"]
+    env.update(env_overrides)
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.Popen(
@@ -154,10 +155,19 @@ def test_second_signal_exits_at_once_and_fails_the_abandoned_action(gate, tmp_pa
 
 
 def _peek(process):
-    # Read what the worker printed so far without blocking on the pipe.
-    os.set_blocking(process.stdout.fileno(), False)
-    chunk = process.stdout.read() or ""
-    process._peeked = getattr(process, "_peeked", "") + chunk
+    """What the worker printed so far, read without blocking on the pipe."""
+    fd = process.stdout.fileno()
+    os.set_blocking(fd, False)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process._peeked = getattr(process, "_peeked", "") + b"".join(chunks).decode(errors="replace")
     return process._peeked
 
 
@@ -168,3 +178,14 @@ def test_burst_runs_children_scheduled_for_now_and_exits():
     assert ScheduledFunction.objects.filter(parent_id=sid, state=State.SUCCESS).count() == 5
     assert Counter.objects.get(name="kid").value == 5
     assert "Burst done: 6 succeeded, 0 failed, 0 canceled." in output
+
+
+def test_worker_started_before_the_database_is_reachable_waits_and_stops_cleanly():
+    worker = start_worker(
+        DATABASE_URL="postgres://postgres@127.0.0.1:9/unreachable", CONVEX_TEST_DB_NAME=""
+    )
+    wait_for(lambda: "database unavailable, retrying" in _peek(worker), "a retry", 60)
+    assert worker.poll() is None
+    worker.send_signal(signal.SIGTERM)
+    code, output = finish(worker, timeout=60)
+    assert code == 0, _peek(worker) + output

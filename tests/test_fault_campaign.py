@@ -1,0 +1,71 @@
+"""The fault campaign's short version, on the database this suite runs on.
+
+``scripts/fault_campaign.py --quick`` schedules a few hundred functions,
+SIGKILLs worker processes while they run them (and, on PostgreSQL, restarts
+the server of a throwaway cluster of its own), then checks that no mutation
+applied twice, no action started twice and nothing was lost. It makes its own
+database, so this test needs none: it only reads which vendor to use.
+Set ``CONVEX_FAULTS_SEED`` to replay another seed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+pytestmark = pytest.mark.subprocess
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "fault_campaign.py"
+PG_BIN = Path(os.environ.get("CONVEX_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _mysql_server_url() -> str:
+    settings = connection.settings_dict
+    auth = settings.get("USER") or "root"
+    if settings.get("PASSWORD"):
+        auth += f":{settings['PASSWORD']}"
+    return f"mysql://{auth}@{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 3306}"
+
+
+def test_quick_fault_campaign_has_no_duplicates_and_no_losses(tmp_path):
+    vendor = connection.vendor
+    if vendor not in ("sqlite", "postgresql", "mysql"):
+        pytest.skip(f"no fault campaign for {vendor}")
+    if vendor == "postgresql" and not (PG_BIN / "initdb").exists():
+        pytest.skip(f"the campaign's own cluster needs initdb in {PG_BIN}")
+    summary_file = tmp_path / "summary.json"
+    seed = os.environ.get("CONVEX_FAULTS_SEED", "20261126")
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--database",
+        vendor,
+        "--quick",
+        "--seed",
+        seed,
+        "--json",
+        str(summary_file),
+    ]
+    if vendor == "mysql":
+        command += ["--mysql-server", _mysql_server_url()]
+
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL
+    )
+
+    report = f"{result.stdout}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, report
+    summary = json.loads(summary_file.read_text())
+    assert summary["passed"], report
+    assert summary["duplicates"] == 0, report
+    assert summary["lost"] == 0, report
+    assert summary["violations"] == [], report
+    assert summary["kills"] > 0, report
+    assert summary["rows"] > summary["functions"], report  # children ran
+    if vendor == "postgresql":
+        assert summary["db_restarts"] == 1, report

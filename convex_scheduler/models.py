@@ -206,6 +206,8 @@ class ScheduledFunction(models.Model):
         indexes = [
             models.Index(fields=["next_run_time", "id"], name="cs_due_idx"),
             models.Index(fields=["completed_time"], name="cs_completed_idx"),
+            # The admin's and the API's default order, and the date hierarchy.
+            models.Index(fields=["scheduled_time", "id"], name="cs_scheduled_idx"),
             models.Index(fields=["state", "scheduled_time"], name="cs_state_idx"),
             models.Index(fields=["name", "scheduled_time"], name="cs_name_idx"),
         ]

@@ -11,7 +11,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router
@@ -75,7 +75,14 @@ class Scheduler:
             raise SchedulingError(
                 f"delay_ms must be a number of milliseconds, not {type(delay_ms).__name__}."
             )
-        delay = float(delay_ms)
+        try:
+            delay = float(delay_ms)
+        except OverflowError:
+            if delay_ms < 0:
+                raise SchedulingError("delay_ms must be 0 or more.") from None
+            raise SchedulingError(
+                f"delay_ms is too large; at most {MAX_DELAY_MS:.0f} ms (five years) is allowed."
+            ) from None
         if math.isnan(delay) or math.isinf(delay):
             raise SchedulingError(f"delay_ms must be a finite number, not {delay_ms!r}.")
         if delay < 0:
@@ -193,15 +200,29 @@ class Scheduler:
 def parse_timestamp(when: Any) -> datetime:
     """A datetime or epoch milliseconds as an aware datetime, or a :class:`SchedulingError`."""
     if isinstance(when, datetime):
-        if timezone.is_naive(when):
-            when = timezone.make_aware(when, timezone.get_current_timezone())
-        return when
+        try:
+            if timezone.is_naive(when):
+                when = timezone.make_aware(when, timezone.get_current_timezone())
+            # Stored in UTC: PostgreSQL refuses offsets past ±15:59, which
+            # Python (and ISO 8601) allow.
+            return when.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise SchedulingError(
+                f"The time {when!r} is out of range; pick a time within five years "
+                f"({MAX_DISTANCE.days} days) of now."
+            ) from None
     if isinstance(when, bool) or not isinstance(when, numbers.Real):
         raise SchedulingError(
             "A time must be a datetime or milliseconds since the Unix epoch, "
             f"not {type(when).__name__}."
         )
-    millis = float(when)
+    try:
+        millis = float(when)
+    except OverflowError:
+        raise SchedulingError(
+            "The time in epoch milliseconds is out of range; pick a time within five years "
+            f"({MAX_DISTANCE.days} days) of now."
+        ) from None
     if math.isnan(millis) or math.isinf(millis):
         raise SchedulingError(f"A time in epoch milliseconds must be finite, not {when!r}.")
     try:
@@ -209,7 +230,7 @@ def parse_timestamp(when: Any) -> datetime:
     except (OverflowError, OSError, ValueError):
         raise SchedulingError(
             f"The time {when!r} ms since the epoch is out of range; pick a time within "
-            f"{MAX_DISTANCE.days} days of now."
+            f"five years ({MAX_DISTANCE.days} days) of now."
         ) from None
 
 
@@ -239,6 +260,7 @@ def validate_args(entry: RegisteredFunction, args: Any) -> int:
     for key in args:
         if not isinstance(key, str):
             raise SchedulingError(f"Argument names must be strings, not {key!r}.")
+        _check_json(key, f"name {key!r}", depth=1)
     entry.bind_check(args)
     try:
         size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode())
@@ -260,7 +282,14 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
         raise SchedulingError(
             f"Argument {path!r} is nested more than {MAX_ARGS_DEPTH} levels deep."
         )
-    if value is None or isinstance(value, (bool, str, int)):
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SchedulingError(
+                f"Argument {path!r} contains the NUL character (U+0000), which PostgreSQL "
+                "cannot store; strings may contain any other character."
+            )
+        return
+    if value is None or isinstance(value, (bool, int)):
         return
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
@@ -276,6 +305,7 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
                 raise SchedulingError(
                     f"Argument {path!r} has the key {key!r}; JSON object keys must be strings."
                 )
+            _check_json(key, f"{path} key {key!r}", depth + 1)
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     raise SchedulingError(

@@ -1,0 +1,1 @@
+"""A small Django project that shows convex_scheduler at work (see ``scripts/demo``)."""

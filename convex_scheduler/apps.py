@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 class ConvexSchedulerConfig(AppConfig):
     name = "convex_scheduler"
     label = "convex_scheduler"
-    verbose_name = _("Scheduled functions")
+    verbose_name = _("Scheduler")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

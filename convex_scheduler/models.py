@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
@@ -48,7 +48,59 @@ class Kind(models.TextChoices):
     """At most once, outside any transaction, never retried."""
 
 
+#: Columns written by :meth:`ScheduledFunctionQuerySet.insert_one`, in order.
+_INSERT_FIELDS = (
+    "name",
+    "kind",
+    "args",
+    "state",
+    "scheduled_time",
+    "next_run_time",
+    "creation_time",
+    "completed_time",
+    "parent",
+    "started_time",
+    "error",
+    "attempts",
+    "owner",
+)
+_insert_sql_cache: dict[tuple[str, str, bool], str] = {}
+
+
 class ScheduledFunctionQuerySet(models.QuerySet):
+    def insert_one(self, *, args_json: str, notify_channel: str | None = None, **values) -> int:
+        """Insert one row with a statement compiled once per database; return its id.
+
+        Scheduling is the hot path of every caller, so this skips the model
+        instance, ``save()`` and its signals, and takes the arguments already
+        encoded (validation measured them anyway). On PostgreSQL,
+        ``notify_channel`` adds ``pg_notify`` to the same statement: the
+        notification is delivered when the transaction commits, once per
+        transaction, at no extra round trip.
+        """
+        connection = connections[self.db]
+        meta = self.model._meta
+        notify = notify_channel is not None and connection.vendor == "postgresql"
+        key = (self.db, connection.vendor, notify)
+        sql = _insert_sql_cache.get(key)
+        if sql is None:
+            sql = _insert_sql_cache[key] = _build_insert_sql(connection, meta, notify)
+        params: list[Any] = []
+        for name in _INSERT_FIELDS:
+            field = meta.get_field(name)
+            if name == "args":
+                params.append(args_json)
+            else:
+                value = values[field.attname] if field.attname in values else field.get_default()
+                params.append(field.get_db_prep_save(value, connection))
+        if notify:
+            params.append(notify_channel)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if connection.features.can_return_columns_from_insert:
+                return cursor.fetchone()[0]
+            return connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+
     def pending(self) -> ScheduledFunctionQuerySet:
         return self.filter(state=State.PENDING)
 
@@ -151,6 +203,25 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             completed_time=now,
             next_run_time=None,
         )
+
+
+def _build_insert_sql(connection, meta, notify: bool) -> str:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERT_FIELDS)
+    placeholders = ", ".join(
+        # psycopg sends the JSON text as text; the column wants jsonb.
+        "%s::jsonb" if name == "args" and connection.vendor == "postgresql" else "%s"
+        for name in _INSERT_FIELDS
+    )
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    pk = quote(meta.pk.column)
+    if notify:
+        notify_sql = f"SELECT {pk}, pg_notify(%s, '') FROM inserted"
+        return f"WITH inserted AS ({sql} RETURNING {pk}) {notify_sql}"
+    if connection.features.can_return_columns_from_insert:
+        returning, _ = connection.ops.return_insert_columns([meta.pk])
+        sql = f"{sql} {returning}"
+    return sql
 
 
 class ScheduledFunction(models.Model):

@@ -21,7 +21,7 @@ from . import clock
 from .conf import poll_interval_for, scheduler_settings
 from .exceptions import SchedulingError
 from .registry import FunctionKind, RegisteredFunction, registry
-from .wakeup import notify_due
+from .wakeup import CHANNEL, ring_local_workers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,7 +142,7 @@ class Scheduler:
 
         entry = registry.resolve(function)
         args = {} if args is None else args
-        size = validate_args(entry, args)
+        args_json, size = encode_args(entry, args)
         running = self._running
         if running is not None:
             self._charge(running, size)
@@ -159,10 +159,14 @@ class Scheduler:
         ):
             state = State.CANCELED
             scheduled_time, next_run_time, completed_time = now, None, now
-        row = ScheduledFunction.objects.using(using).create(
+        wake = state == State.PENDING and due <= now + timedelta(
+            seconds=poll_interval_for(connections[using].vendor)
+        )
+        pk = ScheduledFunction.objects.using(using).insert_one(
+            args_json=args_json,
+            notify_channel=CHANNEL if wake else None,
             name=entry.name,
             kind=entry.kind.value,
-            args=args,
             state=state,
             scheduled_time=scheduled_time,
             next_run_time=next_run_time,
@@ -170,14 +174,9 @@ class Scheduler:
             completed_time=completed_time,
             parent_id=running.parent_id if running is not None else None,
         )
-        if state == State.PENDING and due <= now + timedelta(seconds=self._wake_horizon(using)):
-            notify_due(using)
-        return row.pk
-
-    @staticmethod
-    def _wake_horizon(using: str) -> float:
-        # Something due later than one poll from now is found by polling.
-        return poll_interval_for(connections[using].vendor)
+        if wake:
+            ring_local_workers(using)
+        return pk
 
     def _charge(self, running: _Running, size: int) -> None:
         limit = scheduler_settings.MAX_SCHEDULED_PER_FUNCTION
@@ -251,19 +250,25 @@ def parse_id(value: Any) -> int:
 
 def validate_args(entry: RegisteredFunction, args: Any) -> int:
     """Check ``args`` for ``entry``; return their size in bytes as stored."""
+    return encode_args(entry, args)[1]
+
+
+def encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
+    """Check ``args`` for ``entry``; return them as stored (JSON text) and that size in bytes."""
     if not isinstance(args, dict):
         raise SchedulingError(
             f"Arguments must be a dict of JSON values, not {type(args).__name__}."
         )
-    for key, value in args.items():
-        _check_json(value, key, depth=1)
     for key in args:
         if not isinstance(key, str):
             raise SchedulingError(f"Argument names must be strings, not {key!r}.")
         _check_json(key, f"name {key!r}", depth=1)
+    for key, value in args.items():
+        _check_json(value, key, depth=1)
     entry.bind_check(args)
+    text = json.dumps(args, separators=(",", ":"), ensure_ascii=False)
     try:
-        size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode())
+        size = len(text.encode())
     except UnicodeEncodeError as exc:
         raise SchedulingError(
             f"Arguments of {entry.name!r} contain text that is not valid Unicode: {exc.reason}."
@@ -274,7 +279,7 @@ def validate_args(entry: RegisteredFunction, args: Any) -> int:
             f"Arguments of {entry.name!r} are {size} bytes; at most {limit} bytes are allowed "
             "(setting MAX_ARGS_BYTES)."
         )
-    return size
+    return text, size
 
 
 def _check_json(value: Any, path: Any, depth: int) -> None:

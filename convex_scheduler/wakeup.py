@@ -1,14 +1,17 @@
 """How an idle worker learns that a function became due.
 
-Scheduling something that is due soon rings once the transaction commits
-(once per transaction; a rolled-back transaction wakes nobody):
+Scheduling something that is due within one poll wakes workers once the
+transaction commits (a rolled-back transaction wakes nobody):
 
-* On PostgreSQL it sends ``NOTIFY``, and each worker keeps one connection
-  ``LISTEN``-ing, so workers on every machine wake within milliseconds.
-* Everywhere, it also rings a *doorbell*: one datagram to each worker on the
-  same machine, through Unix sockets in a folder named after the database.
-  This is what wakes SQLite and MySQL/MariaDB workers at once; workers on
-  other machines find the function at their next poll (one indexed query).
+* On PostgreSQL the insert itself calls ``pg_notify``, which the server
+  delivers on commit and folds to one per transaction. Each worker keeps one
+  connection ``LISTEN``-ing, so workers on every machine wake within
+  milliseconds.
+* On SQLite and MySQL/MariaDB, which have no such channel, scheduling rings a
+  *doorbell* after commit (once per transaction): one datagram to each worker
+  on the same machine, through Unix sockets in a folder named after the
+  database. Workers on other machines find the function at their next poll
+  (one indexed query).
 """
 
 from __future__ import annotations
@@ -37,12 +40,22 @@ def supports_notify(using: str) -> bool:
     return connections[using].vendor == "postgresql"
 
 
+_doorbell_dirs: dict[tuple[str, str], Path] = {}
+
+
 def doorbell_dir(using: str) -> Path:
     """The folder of this database's worker doorbells on this machine."""
     settings = connections[using].settings_dict
-    identity = "|".join(str(settings.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"convex-scheduler-{digest}"
+    key = (using, str(settings.get("NAME")))
+    directory = _doorbell_dirs.get(key)
+    if directory is None:
+        identity = "|".join(
+            str(settings.get(name) or "") for name in ("ENGINE", "HOST", "PORT", "NAME")
+        )
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        directory = Path(tempfile.gettempdir()) / f"convex-scheduler-{digest}"
+        _doorbell_dirs[key] = directory
+    return directory
 
 
 _sender: socket.socket | None = None
@@ -75,8 +88,8 @@ def ring_doorbells(directory: Path) -> None:
             pass  # buffer full: that worker has wake-ups queued already
 
 
-class _Notify:
-    """An on-commit callback; its type marks "this transaction already notifies"."""
+class _Ring:
+    """An on-commit callback; its type marks "this transaction already rings"."""
 
     __slots__ = ("using",)
 
@@ -84,25 +97,23 @@ class _Notify:
         self.using = using
 
     def __call__(self) -> None:
-        # A missed wake-up only costs latency: the workers still poll.
-        if connections[self.using].vendor == "postgresql":
-            try:
-                with connections[self.using].cursor() as cursor:
-                    cursor.execute(f"NOTIFY {CHANNEL}")
-            except Exception as exc:
-                logger.debug("NOTIFY failed: %s", exc)
         ring_doorbells(doorbell_dir(self.using))
 
 
-def notify_due(using: str) -> None:
-    """Wake idle workers once the current transaction (if any) commits."""
+def ring_local_workers(using: str) -> None:
+    """Ring this machine's workers once the current transaction (if any) commits.
+
+    PostgreSQL needs no doorbell: the insert itself sent ``pg_notify``.
+    """
     connection = connections[using]
+    if connection.vendor == "postgresql":
+        return
     if connection.in_atomic_block:
         for entry in connection.run_on_commit:
             callback = entry[1]
-            if isinstance(callback, _Notify) and callback.using == using:
+            if isinstance(callback, _Ring) and callback.using == using:
                 return
-    connection.on_commit(_Notify(using))
+    connection.on_commit(_Ring(using))
 
 
 class Listener(threading.Thread):

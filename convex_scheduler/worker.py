@@ -205,7 +205,7 @@ class Worker:
         listener_stopped = threading.Event()
         if self.listens:
             threads.append(Listener(self.using, self.wake, listener_stopped))
-        if not self.burst:
+        if not self.burst and not self.listens:
             try:
                 threads.append(
                     Doorbell(doorbell_dir(self.using), self.id, self.wake, listener_stopped)

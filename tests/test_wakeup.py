@@ -5,7 +5,7 @@ import pytest
 from django.db import connection, transaction
 
 from convex_scheduler import scheduler
-from convex_scheduler.wakeup import Doorbell, _Notify, ring_doorbells
+from convex_scheduler.wakeup import Doorbell, _Ring, ring_doorbells
 
 from . import functions
 
@@ -36,19 +36,53 @@ def test_ringing_a_missing_folder_is_harmless(tmp_path):
 
 
 @pytest.mark.django_db
-def test_one_wake_up_per_transaction_and_only_for_what_is_due_soon(
+def test_one_doorbell_per_transaction_and_only_for_what_is_due_soon(
     django_capture_on_commit_callbacks,
 ):
     with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
         for _ in range(3):
             scheduler.run_after(0, functions.increment, {"name": "a"})
         scheduler.run_after(3_600_000, functions.increment, {"name": "a"})
-    assert [type(callback) for callback in callbacks] == [_Notify]
+    if connection.vendor == "postgresql":
+        assert callbacks == []  # pg_notify went with the inserts
+    else:
+        assert [type(callback) for callback in callbacks] == [_Ring]
 
 
 @pytest.mark.django_db
-def test_nothing_due_soon_wakes_nobody(django_capture_on_commit_callbacks):
+def test_nothing_due_soon_rings_nobody(django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         scheduler.run_after(3_600_000, functions.increment, {"name": "a"})
     assert callbacks == []
-    assert connection.vendor
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_postgresql_notifies_on_commit_only_for_what_is_due_soon():
+    from django.db import connections
+
+    listener = connections.create_connection("default")
+    try:
+        listener.ensure_connection()
+        listener.connection.autocommit = True
+        listener.connection.execute("LISTEN convex_scheduler")
+
+        def received():
+            return list(listener.connection.notifies(timeout=0.5, stop_after=1))
+
+        scheduler.run_after(3_600_000, functions.increment, {"name": "a"})
+        assert received() == []
+        try:
+            with transaction.atomic():
+                scheduler.run_after(0, functions.increment, {"name": "a"})
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        assert received() == []
+        with transaction.atomic():
+            scheduler.run_after(0, functions.increment, {"name": "a"})
+            scheduler.run_after(0, functions.increment, {"name": "a"})
+        assert [note.channel for note in received()] == ["convex_scheduler"]
+        assert received() == []  # folded to one per transaction
+    finally:
+        listener.close()

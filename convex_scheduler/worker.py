@@ -373,9 +373,7 @@ class Worker:
                 [self.id], now
             )
             if abandoned:
-                actions_orphaned.send(
-                    sender=ScheduledFunction, count=abandoned, worker_ids=[self.id]
-                )
+                _send(actions_orphaned, count=abandoned, worker_ids=[self.id])
             SchedulerWorker.objects.using(self.using).filter(pk=self.id).delete()
         except Exception:
             logger.exception("could not deregister worker id=%s", self.id)
@@ -481,7 +479,7 @@ class Worker:
         failed = functions.fail_orphaned_actions(dead, clock.now())
         workers.filter(pk__in=dead).delete()
         if failed:
-            actions_orphaned.send(sender=ScheduledFunction, count=failed, worker_ids=sorted(dead))
+            _send(actions_orphaned, count=failed, worker_ids=sorted(dead))
         return failed
 
     # Running one function ----------------------------------------------
@@ -592,8 +590,8 @@ class Worker:
     ) -> tuple[str, str]:
         """Run a mutation inside the caller's transaction, which holds its row lock."""
         ctx = MutationContext(claimed.id, claimed.name, attempt)
-        function_started.send(
-            sender=ScheduledFunction,
+        _send(
+            function_started,
             scheduled_function_id=claimed.id,
             name=claimed.name,
             kind=claimed.kind,
@@ -673,8 +671,8 @@ class Worker:
         attempt = claimed.attempts + 1
         ctx = ActionContext(claimed.id, claimed.name, attempt)
         started = time.monotonic()
-        function_started.send(
-            sender=ScheduledFunction,
+        _send(
+            function_started,
             scheduled_function_id=claimed.id,
             name=claimed.name,
             kind=claimed.kind,
@@ -720,8 +718,8 @@ class Worker:
             self.stats.failed += 1
         elif state == State.CANCELED:
             self.stats.canceled += 1
-        function_finished.send(
-            sender=ScheduledFunction,
+        _send(
+            function_finished,
             scheduled_function_id=claimed.id,
             name=claimed.name,
             kind=claimed.kind,
@@ -732,8 +730,8 @@ class Worker:
         )
 
     def _signal_retry(self, claimed, attempt, exc, delay, *, in_place) -> None:
-        function_retried.send(
-            sender=ScheduledFunction,
+        _send(
+            function_retried,
             scheduled_function_id=claimed.id,
             name=claimed.name,
             attempt=attempt,
@@ -768,6 +766,13 @@ class Worker:
                 connection.close()
             except Exception:
                 logger.debug("closing a broken connection failed", exc_info=True)
+
+
+def _send(signal, **kwargs: Any) -> None:
+    # A receiver that raises must not take the worker down with it.
+    for receiver, result in signal.send_robust(sender=ScheduledFunction, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("signal receiver %r failed", receiver, exc_info=result)
 
 
 def format_error(exc: BaseException) -> str:

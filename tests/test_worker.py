@@ -288,3 +288,17 @@ def test_outcome_and_writes_commit_together_outside_a_test_transaction():
     with transaction.atomic():
         assert row(sid).state == State.SUCCESS
         assert counter("a") == 1
+
+
+def test_a_failing_signal_receiver_does_not_stop_the_worker(caplog):
+    def broken(**kwargs):
+        raise RuntimeError("receiver bug")
+
+    function_finished.connect(broken)
+    try:
+        sid = scheduler.run_after(0, functions.increment, {"name": "a"})
+        run_due()
+    finally:
+        function_finished.disconnect(broken)
+    assert row(sid).state == State.SUCCESS
+    assert any("signal receiver" in record.getMessage() for record in caplog.records)

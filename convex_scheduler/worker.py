@@ -125,6 +125,8 @@ class Worker:
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.stats = WorkerStats()
+        #: Set when a runner thread died of an unexpected error.
+        self.crashed = False
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._changed = threading.Event()
@@ -253,6 +255,7 @@ class Worker:
             self._runner_loop()
         except Exception:
             logger.exception("worker thread crashed")
+            self.crashed = True
             self.stop()
         finally:
             connections.close_all()
@@ -289,7 +292,7 @@ class Worker:
                     full_jitter(
                         failures,
                         scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
-                        max(scheduler_settings.POLL_INTERVAL, 5.0),
+                        max(self.poll_interval, 5.0),
                     )
                 )
                 continue

@@ -80,3 +80,40 @@ def test_retention_deletes_in_batches(clock):
 def test_clearscheduledfunctions_usage_errors(flags, message):
     with pytest.raises(CommandError, match=message):
         call_command("clearscheduledfunctions", *flags)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runscheduler_fails_when_a_worker_thread_crashes(monkeypatch):
+    from convex_scheduler.worker import Worker
+
+    def bug(self, now, limit):
+        raise RuntimeError("a bug in the claim")
+
+    monkeypatch.setattr(Worker, "_claim", bug)
+    with pytest.raises(CommandError, match="A worker thread crashed"):
+        call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_transient_claim_errors_back_off_with_the_default_poll_interval(monkeypatch, settings):
+    """The backoff after a failed claim must work when POLL_INTERVAL is None (the default)."""
+    import sqlite3
+
+    from convex_scheduler.worker import Worker
+
+    settings.CONVEX_SCHEDULER = {"UNAVAILABLE_BACKOFF_INITIAL": 0.001}
+    calls = []
+    original = Worker._claim
+
+    def busy_once(self, now, limit):
+        calls.append(now)
+        if len(calls) == 1:
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = 5
+            raise error
+        return original(self, now, limit)
+
+    monkeypatch.setattr(Worker, "_claim", busy_once)
+    scheduler.run_after(0, functions.increment, {"name": "k"})
+    call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
+    assert Counter.objects.get(name="k").value == 1

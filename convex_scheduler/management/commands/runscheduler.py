@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from convex_scheduler.worker import Worker
 
@@ -91,6 +91,8 @@ class Command(BaseCommand):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if worker.crashed:
+            raise CommandError("A worker thread crashed; the log has the traceback.")
         if options["verbosity"] >= 1 and options["burst"]:
             self.stdout.write(
                 f"Burst done: {stats.succeeded} succeeded, {stats.failed} failed, "

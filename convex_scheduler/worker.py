@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -330,20 +331,32 @@ class Worker:
 
     def _register_with_backoff(self) -> bool:
         """Register, waiting out a database that is not reachable yet; False if stopped."""
+        registered, _ = self._until_database_answers(
+            self._register, "registering the worker", self._stopping
+        )
+        return registered
+
+    def _until_database_answers(
+        self, operation: Callable[[], Any], what: str, stop: threading.Event
+    ) -> tuple[bool, Any]:
+        """Run ``operation`` until it stops failing with transient database errors.
+
+        Returns ``(True, result)``, or ``(False, None)`` if ``stop`` was set
+        while waiting. Any other error is raised.
+        """
         failures = 0
         while True:
             try:
-                self._register()
-                return True
+                return True, operation()
             except Exception as exc:
                 if classify_error(exc) is Transience.PERMANENT:
                     raise
                 failures += 1
                 self._close_connection()
                 delay = full_jitter(failures, scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL, 30.0)
-                logger.warning("database unavailable, retrying in %.1fs: %s", delay, exc)
-                if self._stopping.wait(delay):
-                    return False
+                logger.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                if stop.wait(delay):
+                    return False, None
 
     def _register(self) -> None:
         SchedulerWorker.objects.using(self.using).create(
@@ -692,27 +705,22 @@ class Worker:
         self._finished(claimed, state, error, attempt, started)
 
     def _record_action_outcome(self, pk: int, error: str) -> str:
-        failures = 0
-        while True:
-            try:
-                rows = self._rows(pk)
-                if error:
-                    changed = rows.fail(error, clock.now(), from_state=State.IN_PROGRESS)
-                else:
-                    changed = rows.succeed(clock.now(), from_state=State.IN_PROGRESS)
-                if changed:
-                    return State.FAILED if error else State.SUCCESS
-                # A cancel (or an orphan sweep after a long stall) won.
-                return rows.values_list("state", flat=True).first() or State.CANCELED
-            except Exception as exc:
-                if classify_error(exc) is Transience.PERMANENT:
-                    raise
-                failures += 1
-                self._close_connection()
-                delay = full_jitter(failures, scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL, 30.0)
-                logger.warning("could not record action id=%s, retrying: %s", pk, exc)
-                if self._forced.wait(delay):
-                    return State.IN_PROGRESS
+        rows = self._rows(pk)
+
+        def record() -> str:
+            if error:
+                changed = rows.fail(error, clock.now(), from_state=State.IN_PROGRESS)
+            else:
+                changed = rows.succeed(clock.now(), from_state=State.IN_PROGRESS)
+            if changed:
+                return State.FAILED if error else State.SUCCESS
+            # A cancel (or an orphan sweep after a long stall) won.
+            return rows.values_list("state", flat=True).first() or State.CANCELED
+
+        recorded, state = self._until_database_answers(
+            record, f"recording the outcome of action id={pk}", self._forced
+        )
+        return state if recorded else State.IN_PROGRESS
 
     def _finished(self, claimed, state: str, error: str, attempt: int, started: float) -> None:
         if state == State.SUCCESS:

@@ -161,11 +161,15 @@ def blocking_record(ctx, label: str, gate: str, entered: str, log: str) -> None:
 
 @mutation
 def terminate_own_connection_once(ctx, name: str) -> None:
-    """The database drops the connection mid-mutation on the first attempt (PostgreSQL)."""
+    """The server drops the connection mid-mutation on the first attempt."""
     bump(name)
     if ctx.attempt == 1:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            else:
+                cursor.execute("SELECT CONNECTION_ID()")
+                cursor.execute(f"KILL {int(cursor.fetchone()[0])}")
 
 
 # The fault campaign (scripts/fault_campaign.py) schedules these by the thousand

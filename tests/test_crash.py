@@ -184,7 +184,7 @@ def test_worker_started_before_the_database_is_reachable_waits_and_stops_cleanly
     worker = start_worker(
         DATABASE_URL="postgres://postgres@127.0.0.1:9/unreachable", CONVEX_TEST_DB_NAME=""
     )
-    wait_for(lambda: "database unavailable, retrying" in _peek(worker), "a retry", 60)
+    wait_for(lambda: "registering the worker failed, retrying" in _peek(worker), "a retry", 60)
     assert worker.poll() is None
     worker.send_signal(signal.SIGTERM)
     code, output = finish(worker, timeout=60)

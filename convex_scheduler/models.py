@@ -95,6 +95,8 @@ class ScheduledFunctionQuerySet(models.QuerySet):
                 params.append(field.get_db_prep_save(value, connection))
         if notify:
             params.append(notify_channel)
+        if connection.vendor == "postgresql" and _is_psycopg3():
+            return _insert_with_server_side_binding(connection, sql, params)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             if connection.features.can_return_columns_from_insert:
@@ -203,6 +205,27 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             completed_time=now,
             next_run_time=None,
         )
+
+
+def _is_psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3
+
+
+def _insert_with_server_side_binding(connection, sql: str, params: list[Any]) -> int:
+    # Django's psycopg cursors bind on the client: every call re-parses the
+    # query and renders each value into SQL text, which costs more than the
+    # insert itself. A plain psycopg cursor sends the values as parameters of
+    # an unnamed statement (no prepared statement, so poolers are unaffected),
+    # inside Django's connection, transaction and error translation.
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    import psycopg
+
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
 
 
 def _build_insert_sql(connection, meta, notify: bool) -> str:

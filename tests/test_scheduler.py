@@ -4,7 +4,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -241,3 +241,19 @@ def test_internal_functions_can_be_scheduled_from_python():
 def test_timezone_of_stored_times_is_utc(clock):
     sid = scheduler.run_after(0, functions.increment, {"name": "a"})
     assert timezone.is_aware(ScheduledFunction.objects.get(pk=sid).scheduled_time)
+
+
+def test_scheduling_in_a_broken_transaction_is_refused_like_any_query():
+    from django.db import DatabaseError
+    from django.db.transaction import TransactionManagementError
+
+    with transaction.atomic():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT no_such_column FROM convex_scheduler_scheduledfunction")
+        except DatabaseError:
+            pass
+        if connection.needs_rollback:
+            with pytest.raises(TransactionManagementError):
+                scheduler.run_after(0, functions.increment, {"name": "a"})
+        transaction.set_rollback(True)

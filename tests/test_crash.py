@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 
 from convex_scheduler import scheduler
 from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, SchedulerWorker, State
@@ -61,6 +62,19 @@ def kill(process):
     process.communicate(timeout=30)  # reap it: a zombie still answers kill(pid, 0)
 
 
+def run_blocking_action(gate, tmp_path):
+    """Schedule an action that waits at ``gate``; start a worker; return once it is inside."""
+    entered, log = tmp_path / "entered", tmp_path / "log"
+    sid = scheduler.run_after(
+        0,
+        functions.blocking_record,
+        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
+    )
+    worker = start_worker()
+    wait_for(entered.exists, "the action to start")
+    return sid, log, worker
+
+
 @pytest.fixture
 def gate(tmp_path):
     gate = tmp_path / "gate"
@@ -90,14 +104,7 @@ def test_killed_mid_mutation_runs_again_and_applies_exactly_once(gate, tmp_path)
 
 
 def test_killed_mid_action_is_failed_by_the_next_worker_and_never_rerun(gate, tmp_path):
-    entered, log = tmp_path / "entered", tmp_path / "log"
-    sid = scheduler.run_after(
-        0,
-        functions.blocking_record,
-        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
-    )
-    worker = start_worker()
-    wait_for(entered.exists, "the action to start")
+    sid, log, worker = run_blocking_action(gate, tmp_path)
     kill(worker)
     assert ScheduledFunction.objects.get(pk=sid).state == State.IN_PROGRESS
 
@@ -117,15 +124,9 @@ def test_killed_mid_action_is_failed_by_the_next_worker_and_never_rerun(gate, tm
 
 
 def test_sigterm_finishes_the_running_action_then_exits(gate, tmp_path):
-    entered, log = tmp_path / "entered", tmp_path / "log"
-    sid = scheduler.run_after(
-        0,
-        functions.blocking_record,
-        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
-    )
-    later = scheduler.run_after(0, functions.increment, {"name": "later"})
-    worker = start_worker()
-    wait_for(entered.exists, "the action to start")
+    later = scheduler.run_after(60_000, functions.increment, {"name": "later"})
+    sid, log, worker = run_blocking_action(gate, tmp_path)
+    ScheduledFunction.objects.filter(pk=later).update(next_run_time=Now())
     worker.send_signal(signal.SIGTERM)
     gate.unlink()
     code, output = finish(worker)
@@ -134,17 +135,11 @@ def test_sigterm_finishes_the_running_action_then_exits(gate, tmp_path):
     # Nothing new was claimed after the signal: with one thread, the
     # increment queued behind the action never started.
     assert ScheduledFunction.objects.get(pk=later).state == State.PENDING
+    assert log.read_text().split() == [str(sid)]
 
 
 def test_second_signal_exits_at_once_and_fails_the_abandoned_action(gate, tmp_path):
-    entered, log = tmp_path / "entered", tmp_path / "log"
-    sid = scheduler.run_after(
-        0,
-        functions.blocking_record,
-        {"label": "a", "gate": str(gate), "entered": str(entered), "log": str(log)},
-    )
-    worker = start_worker()
-    wait_for(entered.exists, "the action to start")
+    sid, log, worker = run_blocking_action(gate, tmp_path)
     worker.send_signal(signal.SIGTERM)
     wait_for(lambda: "finishing running functions" in _peek(worker), "the first signal", 30)
     worker.send_signal(signal.SIGINT)
@@ -152,6 +147,7 @@ def test_second_signal_exits_at_once_and_fails_the_abandoned_action(gate, tmp_pa
     assert code == 0, output
     row = ScheduledFunction.objects.get(pk=sid)
     assert (row.state, row.error) == (State.FAILED, ORPHANED_ACTION_ERROR)
+    assert log.read_text().split() == [str(sid)]
 
 
 def _peek(process):

@@ -243,17 +243,15 @@ def test_timezone_of_stored_times_is_utc(clock):
     assert timezone.is_aware(ScheduledFunction.objects.get(pk=sid).scheduled_time)
 
 
-def test_scheduling_in_a_broken_transaction_is_refused_like_any_query():
-    from django.db import DatabaseError
-    from django.db.transaction import TransactionManagementError
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_database_errors_while_scheduling_are_djangos_exceptions():
+    """The INSERT bypasses Django's cursor on PostgreSQL; errors must still be Django's."""
+    from django.db import DatabaseError, InternalError
 
     with transaction.atomic():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT no_such_column FROM convex_scheduler_scheduledfunction")
-        except DatabaseError:
-            pass
-        if connection.needs_rollback:
-            with pytest.raises(TransactionManagementError):
-                scheduler.run_after(0, functions.increment, {"name": "a"})
+        with pytest.raises(DatabaseError), connection.cursor() as cursor:
+            cursor.execute("SELECT no_such_column FROM convex_scheduler_scheduledfunction")
+        # PostgreSQL has aborted the transaction: the insert is refused.
+        with pytest.raises(InternalError, match="current transaction is aborted"):
+            scheduler.run_after(0, functions.increment, {"name": "a"})
         transaction.set_rollback(True)

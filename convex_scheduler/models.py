@@ -296,6 +296,9 @@ class ScheduledFunction(models.Model):
     class Meta:
         verbose_name = _("scheduled function")
         verbose_name_plural = _("scheduled functions")
+        permissions = [
+            ("schedule_internal_function", _("Can schedule internal functions from the admin")),
+        ]
         ordering = ["-scheduled_time", "-id"]
         indexes = [
             models.Index(fields=["next_run_time", "id"], name="cs_due_idx"),

@@ -88,8 +88,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
             Error(
                 f"{SETTING_NAME}['SHUTDOWN_GRACE_PERIOD'] must be 0 or more seconds, "
                 f"not {grace!r}.",
-                hint="The default is 30.",
-                id="convex_scheduler.E003",
+                hint="The default is 30.0; 0 means running functions are not waited for.",
+                id="convex_scheduler.E008",
             )
         )
     retention = value.get("RETENTION", DEFAULTS["RETENTION"])
@@ -137,7 +137,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                             f"{SETTING_NAME}['API_PERMISSION_CLASSES'] names {path!r}, "
                             f"which cannot be imported: {exc}.",
                             hint="Use dotted paths of DRF permission classes.",
-                            id="convex_scheduler.E006",
+                            id="convex_scheduler.E009",
                         )
                     )
     return errors

@@ -40,11 +40,42 @@ def test_e003_positive_seconds(value):
         assert ids(check_settings()) == ["convex_scheduler.E003"]
 
 
-def test_e003_grace_period_may_be_zero_but_not_negative():
+@pytest.mark.parametrize(
+    "key",
+    [
+        "POLL_INTERVAL",
+        "STATUS_INTERVAL",
+        "HEARTBEAT_INTERVAL",
+        "WORKER_TIMEOUT",
+        "CONFLICT_BACKOFF_INITIAL",
+        "CONFLICT_BACKOFF_MAX",
+        "UNAVAILABLE_BACKOFF_INITIAL",
+        "UNAVAILABLE_BACKOFF_MAX",
+    ],
+)
+def test_e003_every_seconds_setting(key):
+    with override_settings(CONVEX_SCHEDULER={key: -1}):
+        # E005 compares WORKER_TIMEOUT with HEARTBEAT_INTERVAL and may fire too.
+        assert "convex_scheduler.E003" in ids(check_settings())
+
+
+def test_e003_poll_interval_may_be_none():
+    with override_settings(CONVEX_SCHEDULER={"POLL_INTERVAL": None}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("value", [-1, -0.001, float("inf"), float("nan"), "30", True, None])
+def test_e008_grace_period_not_zero_or_more_seconds(value):
+    with override_settings(CONVEX_SCHEDULER={"SHUTDOWN_GRACE_PERIOD": value}):
+        (message,) = check_settings()
+    assert message.id == "convex_scheduler.E008"
+    assert "SHUTDOWN_GRACE_PERIOD" in message.msg
+    assert message.hint
+
+
+def test_e008_grace_period_may_be_zero():
     with override_settings(CONVEX_SCHEDULER={"SHUTDOWN_GRACE_PERIOD": 0}):
         assert check_settings() == []
-    with override_settings(CONVEX_SCHEDULER={"SHUTDOWN_GRACE_PERIOD": -1}):
-        assert ids(check_settings()) == ["convex_scheduler.E003"]
 
 
 @pytest.mark.parametrize("value", [7, timedelta(0), timedelta(days=-1), "7d"])
@@ -58,10 +89,32 @@ def test_e005_timeout_shorter_than_three_heartbeats():
     assert ids(check_settings()) == ["convex_scheduler.E005"]
 
 
-@pytest.mark.parametrize("value", ["rest_framework.permissions.IsAdminUser", ["no.such.Class"]])
-def test_e006_permission_classes(value):
+@pytest.mark.parametrize("value", ["rest_framework.permissions.IsAdminUser", None, 3])
+def test_e006_permission_classes_not_a_list(value):
     with override_settings(CONVEX_SCHEDULER={"API_PERMISSION_CLASSES": value}):
-        assert ids(check_settings()) == ["convex_scheduler.E006"]
+        (message,) = check_settings()
+    assert message.id == "convex_scheduler.E006"
+    assert message.hint
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["no.such.Class"], ("rest_framework.permissions.IsAdminUser", "rest_framework.NoSuchClass")],
+)
+def test_e009_permission_class_cannot_be_imported(value):
+    with override_settings(CONVEX_SCHEDULER={"API_PERMISSION_CLASSES": value}):
+        (message,) = check_settings()
+    assert message.id == "convex_scheduler.E009"
+    assert "cannot be imported" in message.msg
+    assert message.hint
+
+
+def test_permission_classes_may_be_classes_or_paths():
+    from rest_framework.permissions import IsAuthenticated
+
+    value = [IsAuthenticated, "rest_framework.permissions.IsAdminUser"]
+    with override_settings(CONVEX_SCHEDULER={"API_PERMISSION_CLASSES": value}):
+        assert check_settings() == []
 
 
 @override_settings(USE_TZ=False)
@@ -88,3 +141,20 @@ def test_w002_sqlite_without_immediate_transactions(settings):
 def test_check_command_fails_on_errors():
     with pytest.raises(SystemCheckError, match=r"convex_scheduler\.E002"):
         call_command("check")
+
+
+def test_every_id_has_its_own_check_and_is_documented():
+    """An id names one check: no id is reported from two places in checks.py."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    from convex_scheduler import checks
+
+    source = Path(checks.__file__).read_text()
+    used = Counter(re.findall(r'id="(convex_scheduler\.[EW]\d+)"', source))
+    assert used, "no check ids found"
+    assert [check_id for check_id, count in used.items() if count > 1] == []
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "checks.rst").read_text()
+    documented = set(re.findall(r"^``(convex_scheduler\.[EW]\d+)``$", docs, re.MULTILINE))
+    assert documented == set(used)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from typing import Any
 
 __all__ = ["SchedulingError", "Transience", "classify_error"]
 
@@ -20,7 +21,25 @@ class SchedulingError(ValueError):
 
     The message says what was wrong and what is allowed. Nothing is written
     when this is raised.
+
+    ``field`` names the input at fault when there is one: ``"function"``,
+    ``"args"``, ``"delay_ms"``, ``"run_at"`` or ``"id"``; ``None`` when the
+    error is about the combination (for example both a delay and a time), or
+    about the running function's limits. The REST API and the admin form use
+    it to attach the message to the right input.
     """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep ``field`` across pickling (the default only passes ``args``).
+        return (_rebuild_scheduling_error, (str(self), self.field))
+
+
+def _rebuild_scheduling_error(message: str, field: str | None) -> SchedulingError:
+    return SchedulingError(message, field=field)
 
 
 class Transience(enum.Enum):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from .wakeup import CHANNEL, ring_local_workers
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MAX_DISTANCE", "Scheduler", "scheduler"]
+__all__ = ["MAX_ARGS_DEPTH", "MAX_DISTANCE", "Scheduler", "json_nesting_exceeds", "scheduler"]
 
 #: How far from now a function may be scheduled, either way: five years of 366 days.
 MAX_DISTANCE = timedelta(days=5 * 366)
@@ -71,28 +72,8 @@ class Scheduler:
         Returns the id of the new :class:`~convex_scheduler.models.ScheduledFunction`.
         A delay of 0 makes it due as soon as the current transaction commits.
         """
-        if isinstance(delay_ms, bool) or not isinstance(delay_ms, numbers.Real):
-            raise SchedulingError(
-                f"delay_ms must be a number of milliseconds, not {type(delay_ms).__name__}."
-            )
-        try:
-            delay = float(delay_ms)
-        except OverflowError:
-            if delay_ms < 0:
-                raise SchedulingError("delay_ms must be 0 or more.") from None
-            raise SchedulingError(
-                f"delay_ms is too large; at most {MAX_DELAY_MS:.0f} ms (five years) is allowed."
-            ) from None
-        if math.isnan(delay) or math.isinf(delay):
-            raise SchedulingError(f"delay_ms must be a finite number, not {delay_ms!r}.")
-        if delay < 0:
-            raise SchedulingError(f"delay_ms must be 0 or more, not {delay_ms!r}.")
-        if delay > MAX_DELAY_MS:
-            raise SchedulingError(
-                f"delay_ms {delay_ms!r} is more than five years (at most {MAX_DELAY_MS:.0f} ms)."
-            )
         now = clock.now()
-        return self._schedule(now + timedelta(milliseconds=delay), function, args, now)
+        return self._schedule(_due_after(delay_ms, now), function, args, now)
 
     def run_at(
         self,
@@ -107,13 +88,34 @@ class Scheduler:
         must lie within five years of now either way.
         """
         now = clock.now()
-        due = parse_timestamp(when)
-        if abs(due - now) > MAX_DISTANCE:
-            raise SchedulingError(
-                f"The time {due.isoformat()} is more than five years from now "
-                f"({now.isoformat()}); pick a time within {MAX_DISTANCE.days} days either way."
-            )
-        return self._schedule(due, function, args, now)
+        return self._schedule(_due_at(when, now), function, args, now)
+
+    def schedule(
+        self,
+        function: Callable[..., Any] | str,
+        args: Any = None,
+        *,
+        delay_ms: Any = None,
+        run_at: Any = None,
+        allow_internal: bool,
+    ) -> int:
+        """Schedule on behalf of a user: the one entry of the REST API and the admin form.
+
+        Give exactly one of ``delay_ms`` (as for :meth:`run_after`) and
+        ``run_at`` (as for :meth:`run_at`); ``None`` means not given. Without
+        ``allow_internal`` an internal function is refused with the very
+        message an unknown name gets, so a client cannot tell that it exists.
+        Every refusal is a :class:`SchedulingError` whose ``field`` names the
+        input at fault (``None`` for the delay/time combination).
+        """
+        if delay_ms is not None and run_at is not None:
+            raise SchedulingError("Give either delay_ms or run_at, not both.")
+        if delay_ms is None and run_at is None:
+            raise SchedulingError("Give delay_ms (milliseconds from now) or run_at (a time).")
+        entry = _resolve(function, allow_internal=allow_internal)
+        now = clock.now()
+        due = _due_after(delay_ms, now) if delay_ms is not None else _due_at(run_at, now)
+        return self._schedule(due, entry, args, now)
 
     def cancel(self, scheduled_function_id: int | str) -> None:
         """Cancel a scheduled function.
@@ -140,7 +142,7 @@ class Scheduler:
     ) -> int:
         from .models import ScheduledFunction, State
 
-        entry = registry.resolve(function)
+        entry = _resolve(function, allow_internal=True)
         args = {} if args is None else args
         args_json, size = encode_args(entry, args)
         running = self._running
@@ -196,8 +198,75 @@ class Scheduler:
         running.scheduled_bytes += size
 
 
+def _resolve(function: Any, *, allow_internal: bool) -> RegisteredFunction:
+    try:
+        entry = registry.resolve(function)
+    except SchedulingError as exc:
+        if allow_internal:
+            raise SchedulingError(str(exc), field="function") from None
+        entry = None
+    if not allow_internal and (entry is None or entry.internal):
+        # The same words for an internal function as for an unknown name.
+        name = function if isinstance(function, str) else getattr(entry, "name", function)
+        raise SchedulingError(
+            f"No public function is registered under the name {_short(name, 300)}.",
+            field="function",
+        )
+    assert entry is not None
+    return entry
+
+
+def _due_after(delay_ms: Any, now: datetime) -> datetime:
+    """``now`` plus a delay in milliseconds, or a :class:`SchedulingError` on ``delay_ms``."""
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, numbers.Real):
+        raise SchedulingError(
+            f"delay_ms must be a number of milliseconds, not {type(delay_ms).__name__}.",
+            field="delay_ms",
+        )
+    try:
+        delay = float(delay_ms)
+    except OverflowError:
+        if delay_ms < 0:
+            raise SchedulingError("delay_ms must be 0 or more.", field="delay_ms") from None
+        raise SchedulingError(
+            f"delay_ms is too large; at most {MAX_DELAY_MS:.0f} ms (five years) is allowed.",
+            field="delay_ms",
+        ) from None
+    if math.isnan(delay) or math.isinf(delay):
+        raise SchedulingError(
+            f"delay_ms must be a finite number, not {delay_ms!r}.", field="delay_ms"
+        )
+    if delay < 0:
+        raise SchedulingError(f"delay_ms must be 0 or more, not {delay_ms!r}.", field="delay_ms")
+    if delay > MAX_DELAY_MS:
+        raise SchedulingError(
+            f"delay_ms {delay_ms!r} is more than five years (at most {MAX_DELAY_MS:.0f} ms).",
+            field="delay_ms",
+        )
+    return now + timedelta(milliseconds=delay)
+
+
+def _due_at(when: Any, now: datetime) -> datetime:
+    """``when`` as an aware time within five years of ``now``, or an error on ``run_at``."""
+    due = parse_timestamp(when)
+    if abs(due - now) > MAX_DISTANCE:
+        raise SchedulingError(
+            f"The time {due.isoformat()} is more than five years from now "
+            f"({now.isoformat()}); pick a time within {MAX_DISTANCE.days} days either way.",
+            field="run_at",
+        )
+    return due
+
+
 def parse_timestamp(when: Any) -> datetime:
     """A datetime or epoch milliseconds as an aware datetime, or a :class:`SchedulingError`."""
+    try:
+        return _parse_timestamp(when)
+    except SchedulingError as exc:
+        raise SchedulingError(str(exc), field="run_at") from None
+
+
+def _parse_timestamp(when: Any) -> datetime:
     if isinstance(when, datetime):
         try:
             if timezone.is_naive(when):
@@ -234,7 +303,14 @@ def parse_timestamp(when: Any) -> datetime:
 
 
 def parse_id(value: Any) -> int:
-    """A scheduled function id given as an int or a string of digits."""
+    """A scheduled function id given as an int or a string of digits (a 64-bit positive id)."""
+    try:
+        return _parse_id(value)
+    except SchedulingError as exc:
+        raise SchedulingError(str(exc), field="id") from None
+
+
+def _parse_id(value: Any) -> int:
     if isinstance(value, bool):
         raise SchedulingError("A scheduled function id must be a positive integer, not a bool.")
     if isinstance(value, int):
@@ -242,9 +318,13 @@ def parse_id(value: Any) -> int:
     elif isinstance(value, str) and value.isascii() and value.isdigit():
         pk = int(value)
     else:
-        raise SchedulingError(f"A scheduled function id must be a positive integer, not {value!r}.")
+        raise SchedulingError(
+            f"A scheduled function id must be a positive integer, not {_short(value)}."
+        )
     if not 0 < pk < 2**63:
-        raise SchedulingError(f"A scheduled function id must be a positive integer, not {value!r}.")
+        raise SchedulingError(
+            f"A scheduled function id must be a positive integer, not {_short(value)}."
+        )
     return pk
 
 
@@ -255,14 +335,21 @@ def validate_args(entry: RegisteredFunction, args: Any) -> int:
 
 def encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
     """Check ``args`` for ``entry``; return them as stored (JSON text) and that size in bytes."""
+    try:
+        return _encode_args(entry, args)
+    except SchedulingError as exc:
+        raise SchedulingError(str(exc), field="args") from None
+
+
+def _encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
     if not isinstance(args, dict):
         raise SchedulingError(
             f"Arguments must be a dict of JSON values, not {type(args).__name__}."
         )
     for key in args:
         if not isinstance(key, str):
-            raise SchedulingError(f"Argument names must be strings, not {key!r}.")
-        _check_json(key, f"name {key!r}", depth=1)
+            raise SchedulingError(f"Argument names must be strings, not {_short(key)}.")
+        _check_json(key, f"name {_short(key)}", depth=1)
     for key, value in args.items():
         _check_json(value, key, depth=1)
     entry.bind_check(args)
@@ -285,12 +372,12 @@ def encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
 def _check_json(value: Any, path: Any, depth: int) -> None:
     if depth > MAX_ARGS_DEPTH:
         raise SchedulingError(
-            f"Argument {path!r} is nested more than {MAX_ARGS_DEPTH} levels deep."
+            f"Argument {_short(path)} is nested more than {MAX_ARGS_DEPTH} levels deep."
         )
     if isinstance(value, str):
         if "\x00" in value:
             raise SchedulingError(
-                f"Argument {path!r} contains the NUL character (U+0000), which PostgreSQL "
+                f"Argument {_short(path)} contains the NUL character (U+0000), which PostgreSQL "
                 "cannot store; strings may contain any other character."
             )
         return
@@ -298,7 +385,9 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
         return
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
-            raise SchedulingError(f"Argument {path!r} is {value!r}; JSON numbers must be finite.")
+            raise SchedulingError(
+                f"Argument {_short(path)} is {value!r}; JSON numbers must be finite."
+            )
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -308,15 +397,48 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise SchedulingError(
-                    f"Argument {path!r} has the key {key!r}; JSON object keys must be strings."
+                    f"Argument {_short(path)} has the key {_short(key)}; "
+                    "JSON object keys must be strings."
                 )
-            _check_json(key, f"{path} key {key!r}", depth + 1)
+            _check_json(key, f"{path} key {_short(key)}", depth + 1)
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     raise SchedulingError(
-        f"Argument {path!r} is a {type(value).__name__}, which is not a JSON value "
+        f"Argument {_short(path)} is a {type(value).__name__}, which is not a JSON value "
         "(allowed: None, bool, int, float, str, list and dict with string keys)."
     )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters so a message stays readable."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def json_nesting_exceeds(text: str | bytes, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in the JSON ``text``.
+
+    Decided without parsing: linear in the length of ``text`` and free of
+    recursion, so a body can be measured before a recursive parser sees it
+    (CPython's ``json`` raises ``RecursionError`` at about a thousand levels).
+    Brackets inside strings do not count; invalid JSON is left to the parser.
+    """
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for opens in map(
+        _OPENS.__contains__, _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    ):
+        depth = depth + 1 if opens else depth - 1
+        if depth > limit:
+            return True
+    return False
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_OPENS = frozenset(b"[{")
 
 
 scheduler = Scheduler()

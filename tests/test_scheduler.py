@@ -255,3 +255,119 @@ def test_database_errors_while_scheduling_are_djangos_exceptions():
         with pytest.raises(InternalError, match="current transaction is aborted"):
             scheduler.run_after(0, functions.increment, {"name": "a"})
         transaction.set_rollback(True)
+
+
+# scheduler.schedule(): the one entry of the REST API and the admin form.
+
+
+def test_schedule_with_a_delay_or_a_time(clock):
+    first = scheduler.schedule(
+        "tests.functions:increment", {"name": "a"}, delay_ms=5000, allow_internal=False
+    )
+    when = clock.now() + timedelta(hours=1)
+    second = scheduler.schedule(
+        functions.increment, {"name": "b"}, run_at=when, allow_internal=False
+    )
+    rows = ScheduledFunction.objects.in_bulk([first, second])
+    assert rows[first].scheduled_time == clock.now() + timedelta(seconds=5)
+    assert rows[second].scheduled_time == when
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"delay_ms": 0, "run_at": 0}, None, "not both"),
+        ({}, None, "Give delay_ms"),
+        ({"delay_ms": -1}, "delay_ms", "0 or more"),
+        ({"delay_ms": True}, "delay_ms", "not bool"),
+        ({"delay_ms": "5"}, "delay_ms", "not str"),
+        ({"delay_ms": 10**400}, "delay_ms", "too large"),
+        ({"run_at": "soon"}, "run_at", "not str"),
+        ({"run_at": 1e300}, "run_at", "out of range"),
+        ({"run_at": datetime(9999, 1, 1, tzinfo=UTC)}, "run_at", "five years"),
+    ],
+)
+def test_schedule_names_the_field_at_fault(kwargs, field, message):
+    with pytest.raises(SchedulingError, match=message) as info:
+        scheduler.schedule(
+            "tests.functions:increment", {"name": "a"}, allow_internal=False, **kwargs
+        )
+    assert info.value.field == field
+    assert not ScheduledFunction.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([1], "must be a dict"),
+        ({"nope": 1}, "do not match the signature"),
+        ({"name": "\x00"}, "NUL"),
+        ({"name": "\ud800"}, "not valid Unicode"),
+        ({"name": math.nan}, "finite"),
+    ],
+)
+def test_schedule_puts_argument_errors_on_args(args, message):
+    with pytest.raises(SchedulingError, match=message) as info:
+        scheduler.schedule("tests.functions:increment", args, delay_ms=0, allow_internal=False)
+    assert info.value.field == "args"
+
+
+def test_schedule_refuses_internal_functions_as_if_unknown():
+    with pytest.raises(SchedulingError) as internal:
+        scheduler.schedule(
+            "tests:internal_increment", {"name": "a"}, delay_ms=0, allow_internal=False
+        )
+    with pytest.raises(SchedulingError) as unknown:
+        scheduler.schedule("tests:nothing", {"name": "a"}, delay_ms=0, allow_internal=False)
+    assert internal.value.field == unknown.value.field == "function"
+    assert str(internal.value).replace("internal_increment", "X") == str(unknown.value).replace(
+        "nothing", "X"
+    )
+    assert not ScheduledFunction.objects.exists()
+
+
+def test_schedule_with_allow_internal_schedules_internal_functions():
+    sid = scheduler.schedule(
+        "tests:internal_increment", {"name": "a"}, delay_ms=0, allow_internal=True
+    )
+    assert ScheduledFunction.objects.get(pk=sid).name == "tests:internal_increment"
+    with pytest.raises(SchedulingError, match="No function is registered") as info:
+        scheduler.schedule("tests:nothing", {"name": "a"}, delay_ms=0, allow_internal=True)
+    assert info.value.field == "function"
+
+
+def test_run_after_run_at_and_cancel_report_fields_too():
+    with pytest.raises(SchedulingError) as delay:
+        scheduler.run_after(-1, functions.increment, {"name": "a"})
+    with pytest.raises(SchedulingError) as args:
+        scheduler.run_after(0, functions.increment, {"nope": 1})
+    with pytest.raises(SchedulingError) as ident:
+        scheduler.cancel(2**64)
+    assert (delay.value.field, args.value.field, ident.value.field) == ("delay_ms", "args", "id")
+
+
+def test_scheduling_errors_keep_their_field_when_pickled():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(SchedulingError("bad", field="args")))
+    assert (str(error), error.field) == ("bad", "args")
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "deeper"),
+    [
+        ("[[[]]]", 3, False),
+        ("[[[]]]", 2, True),
+        ('["[[[[[[[[[["]', 1, False),
+        ('{"a": "\\"[[[[[[["}', 1, False),
+        ("[]" * 1000, 1, False),
+        ("[" * 100_000, 64, True),
+        ('{"a": [' + "{}," * 100 + "{}]}", 3, False),
+        ('{"a": [' + "{}," * 100 + "[[]]]}", 3, True),
+    ],
+)
+def test_json_nesting_is_measured_without_parsing(text, limit, deeper):
+    from convex_scheduler.scheduler import json_nesting_exceeds
+
+    assert json_nesting_exceeds(text, limit) is deeper
+    assert json_nesting_exceeds(text.encode(), limit) is deeper

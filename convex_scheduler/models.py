@@ -11,10 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q
+from django.db.models.options import Options
 from django.utils.translation import gettext_lazy as _
 
 from . import clock
+from .compat import can_return_from_insert, quote_name
 
 #: The exact error an action gets when its worker died while running it.
 ORPHANED_ACTION_ERROR = "Transient error while executing action"
@@ -95,13 +98,11 @@ class ScheduledFunctionQuerySet(models.QuerySet):
                 params.append(field.get_db_prep_save(value, connection))
         if notify:
             params.append(notify_channel)
-        if connection.vendor == "postgresql" and _is_psycopg3():
-            return _insert_with_server_side_binding(connection, sql, params)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            if connection.features.can_return_columns_from_insert:
+            if can_return_from_insert(connection):
                 return cursor.fetchone()[0]
-            return connection.ops.last_insert_id(cursor, meta.db_table, meta.pk.column)
+            return cursor.lastrowid
 
     def pending(self) -> ScheduledFunctionQuerySet:
         return self.filter(state=State.PENDING)
@@ -207,29 +208,10 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         )
 
 
-def _is_psycopg3() -> bool:
-    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+def _build_insert_sql(connection: BaseDatabaseWrapper, meta: Options, notify: bool) -> str:
+    def quote(name: str) -> str:
+        return quote_name(connection, name)
 
-    return is_psycopg3
-
-
-def _insert_with_server_side_binding(connection, sql: str, params: list[Any]) -> int:
-    # Django's psycopg cursors bind on the client: every call re-parses the
-    # query and renders each value into SQL text, which costs more than the
-    # insert itself. A plain psycopg cursor sends the values as parameters of
-    # an unnamed statement (no prepared statement, so poolers are unaffected),
-    # inside Django's connection, transaction and error translation.
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    import psycopg
-
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()[0]
-
-
-def _build_insert_sql(connection, meta, notify: bool) -> str:
-    quote = connection.ops.quote_name
     columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERT_FIELDS)
     placeholders = ", ".join(
         # psycopg sends the JSON text as text; the column wants jsonb.
@@ -241,9 +223,8 @@ def _build_insert_sql(connection, meta, notify: bool) -> str:
     if notify:
         notify_sql = f"SELECT {pk}, pg_notify(%s, '') FROM inserted"
         return f"WITH inserted AS ({sql} RETURNING {pk}) {notify_sql}"
-    if connection.features.can_return_columns_from_insert:
-        returning, _ = connection.ops.return_insert_columns([meta.pk])
-        sql = f"{sql} {returning}"
+    if can_return_from_insert(connection):
+        sql = f"{sql} RETURNING {pk}"
     return sql
 
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 from django.db import connections, transaction
 
+from .compat import immediate_transaction
+
 
 @contextlib.contextmanager
 def write_transaction(using: str) -> Iterator[None]:
@@ -20,19 +22,12 @@ def write_transaction(using: str) -> Iterator[None]:
     their claims instead. Other backends use row locks and need nothing extra.
     """
     connection = connections[using]
-    if connection.vendor != "sqlite" or connection.in_atomic_block:
+    if connection.vendor == "sqlite":
+        with immediate_transaction(connection):
+            yield
+    else:
         with transaction.atomic(using=using):
             yield
-        return
-    connection.ensure_connection()
-    previous = connection.transaction_mode
-    connection.transaction_mode = "IMMEDIATE"
-    try:
-        with transaction.atomic(using=using):
-            connection.transaction_mode = previous
-            yield
-    finally:
-        connection.transaction_mode = previous
 
 
 def full_jitter(attempt: int, initial: float, maximum: float) -> float:

@@ -26,8 +26,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from django.db import connections
+from django.db import connections, transaction
 
+from .compat import driver_connection
 from .exceptions import Transience, classify_error
 from .transactions import full_jitter
 
@@ -89,15 +90,29 @@ def ring_doorbells(directory: Path) -> None:
 
 
 class _Ring:
-    """An on-commit callback; its type marks "this transaction already rings"."""
+    """An on-commit callback that rings once for all the schedules of one commit.
 
-    __slots__ = ("using",)
+    Every schedule registers its own callback (Django offers no public way to
+    ask whether the transaction already has one), and the callbacks of one
+    transaction share a token: the first to run at commit rings, the others
+    see the token spent. A rolled-back transaction never spends its token,
+    so the next transaction on this thread simply reuses it.
+    """
 
-    def __init__(self, using: str) -> None:
+    __slots__ = ("token", "using")
+
+    def __init__(self, using: str, token: list[bool]) -> None:
         self.using = using
+        self.token = token
 
     def __call__(self) -> None:
+        if self.token[0]:
+            return
+        self.token[0] = True
         ring_doorbells(doorbell_dir(self.using))
+
+
+_ring_tokens = threading.local()
 
 
 def ring_local_workers(using: str) -> None:
@@ -105,15 +120,14 @@ def ring_local_workers(using: str) -> None:
 
     PostgreSQL needs no doorbell: the insert itself sent ``pg_notify``.
     """
-    connection = connections[using]
-    if connection.vendor == "postgresql":
+    if connections[using].vendor == "postgresql":
         return
-    if connection.in_atomic_block:
-        for entry in connection.run_on_commit:
-            callback = entry[1]
-            if isinstance(callback, _Ring) and callback.using == using:
-                return
-    connection.on_commit(_Ring(using))
+    tokens: dict[str, list[bool]] = getattr(_ring_tokens, "by_alias", None) or {}
+    _ring_tokens.by_alias = tokens
+    token = tokens.get(using)
+    if token is None or token[0]:
+        token = tokens[using] = [False]
+    transaction.on_commit(_Ring(using, token), using=using)
 
 
 class Listener(threading.Thread):
@@ -149,7 +163,7 @@ class Listener(threading.Thread):
             cursor.execute(f"LISTEN {CHANNEL}")
         # Anything that became due while we were not listening.
         self.wake()
-        raw = connection.connection
+        raw = driver_connection(connection)
         while not self.stopped.is_set():
             for _ in raw.notifies(timeout=0.5, stop_after=1):
                 self.wake()

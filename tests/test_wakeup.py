@@ -4,8 +4,8 @@ import threading
 import pytest
 from django.db import connection, transaction
 
-from convex_scheduler import scheduler
-from convex_scheduler.wakeup import Doorbell, _Ring, ring_doorbells
+from convex_scheduler import scheduler, wakeup
+from convex_scheduler.wakeup import Doorbell, ring_doorbells
 
 from . import functions
 
@@ -37,16 +37,38 @@ def test_ringing_a_missing_folder_is_harmless(tmp_path):
 
 @pytest.mark.django_db
 def test_one_doorbell_per_transaction_and_only_for_what_is_due_soon(
-    django_capture_on_commit_callbacks,
+    django_capture_on_commit_callbacks, monkeypatch
 ):
-    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        for _ in range(3):
+    rings = []
+    monkeypatch.setattr(wakeup, "ring_doorbells", rings.append)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+            for _ in range(3):
+                scheduler.run_after(0, functions.increment, {"name": "a"})
+            scheduler.run_after(3_600_000, functions.increment, {"name": "a"})
+        if connection.vendor == "postgresql":
+            assert callbacks == []  # pg_notify went with the inserts
+        else:
+            assert len(callbacks) == 3  # one per schedule due soon, none for the later one
+    # However many callbacks, each committed transaction rang once.
+    expected = 0 if connection.vendor == "postgresql" else 2
+    assert len(rings) == expected
+
+
+@pytest.mark.django_db
+def test_a_rolled_back_transaction_rings_nobody_and_the_next_one_rings(
+    django_capture_on_commit_callbacks, monkeypatch
+):
+    rings = []
+    monkeypatch.setattr(wakeup, "ring_doorbells", rings.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
             scheduler.run_after(0, functions.increment, {"name": "a"})
-        scheduler.run_after(3_600_000, functions.increment, {"name": "a"})
-    if connection.vendor == "postgresql":
-        assert callbacks == []  # pg_notify went with the inserts
-    else:
-        assert [type(callback) for callback in callbacks] == [_Ring]
+            transaction.set_rollback(True)
+        assert rings == []
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        scheduler.run_after(0, functions.increment, {"name": "a"})
+    assert len(rings) == (0 if connection.vendor == "postgresql" else 1)
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import close_old_connections, connections, router, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 
@@ -100,6 +100,12 @@ class Worker:
     :param heartbeat: keep this worker's registration alive from a background
         thread. :mod:`convex_scheduler.testing` turns it off to stay inside
         the test's transaction.
+
+    Each claim is treated as Django treats a request: before it, connections
+    are health-checked (``CONN_HEALTH_CHECKS``) and closed when obsolete
+    (``CONN_MAX_AGE``), as ``close_old_connections()`` does. A worker run
+    inside the caller's transaction (a test calling ``run_due`` or
+    ``call_command("runscheduler", "--burst")``) leaves that connection alone.
     """
 
     def __init__(
@@ -134,7 +140,13 @@ class Worker:
         self._progress = threading.Condition()
         self._active = 0
         self._generation = 0
+        #: Functions claimed and run so far, and those claimed by threads
+        #: that are still running them (``max_functions`` counts both).
         self._started = 0
+        self._reserved = 0
+        self._budget = threading.Lock()
+        self._calling_thread = threading.current_thread()
+        self._recycle_connections = True
         self._wake = threading.Condition()
         self._wake_seq = 0
         # Heartbeats of other workers are judged only after this worker has
@@ -146,6 +158,12 @@ class Worker:
 
     def run(self) -> WorkerStats:
         """Run until stopped (or, with ``burst``, until nothing is due)."""
+        # Decided once: runner threads have connections of their own, and the
+        # calling thread's connection is ours to recycle unless the caller
+        # has a transaction open on it.
+        self._recycle_connections = self._outside_transaction()
+        if self._recycle_connections:
+            close_old_connections()
         if not self._register_with_backoff():
             return self.stats
         try:
@@ -157,6 +175,13 @@ class Worker:
         finally:
             self._deregister()
         return self.stats
+
+    def _outside_transaction(self) -> bool:
+        try:
+            return transaction.get_autocommit(using=self.using)
+        except Exception:
+            # Not even connected, so certainly not inside a transaction.
+            return True
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming; finish what is running. ``force`` abandons running work."""
@@ -194,6 +219,7 @@ class Worker:
     def _heartbeat_thread(self) -> None:
         try:
             while not self._changed.wait(scheduler_settings.HEARTBEAT_INTERVAL):
+                close_old_connections()
                 self._beat()
         finally:
             connections.close_all()
@@ -242,6 +268,8 @@ class Worker:
             self._changed.clear()
             if time.monotonic() - last_beat >= interval:
                 last_beat = time.monotonic()
+                if self._recycle_connections:
+                    close_old_connections()
                 self._beat()
                 self.housekeeping()
             if time.monotonic() - last_status >= scheduler_settings.STATUS_INTERVAL:
@@ -510,7 +538,21 @@ class Worker:
         the mutation that hit it is retried alone and the rest are claimed
         again. Actions are never batched: each commits ``inProgress`` alone.
         """
-        self._drop_broken_connection()
+        if self._recycle_connections or threading.current_thread() is not self._calling_thread:
+            # What Django does around every request.
+            close_old_connections()
+        limit = self._reserve(scheduler_settings.BATCH_SIZE)
+        if limit == 0:
+            return _Outcome.IDLE
+        used = 0
+        try:
+            outcome, used = self._claim_and_run(limit)
+        finally:
+            self._settle(limit, used)
+        return outcome
+
+    def _claim_and_run(self, limit: int) -> tuple[_Outcome, int]:
+        """Claim up to ``limit`` due rows and run them; return the outcome and how many ran."""
         now = clock.now()
         started = time.monotonic()
         current: _Claimed | None = None
@@ -519,9 +561,9 @@ class Worker:
         finished: list[tuple[_Claimed, str, str]] = []
         try:
             with write_transaction(self.using):
-                batch = self._claim(now, self._claim_limit())
+                batch = self._claim(now, limit)
                 if not batch:
-                    return _Outcome.IDLE
+                    return _Outcome.IDLE, 0
                 first = batch[0]
                 entry = registry.get(first.name)
                 if entry is None or entry.kind.value != first.kind:
@@ -558,22 +600,37 @@ class Worker:
                         ).succeed(clock.now(), from_state=State.PENDING, attempts=F("attempts") + 1)
         except Exception as exc:
             if current is not None and current_entry is not None:
-                self._started += 1
-                return self._retry_mutation(current, current_entry, exc, started)
-            return self._on_loop_error(exc)
+                return self._retry_mutation(current, current_entry, exc, started), 1
+            return self._on_loop_error(exc), 0
 
-        self._started += len(finished) + (action is not None)
         for claimed, state, error in finished:
             self._finished(claimed, state, error, claimed.attempts + 1, started)
         if action is not None:
             self._run_action(*action)
-        return _Outcome.RAN
+        return _Outcome.RAN, len(finished) + (action is not None)
 
-    def _claim_limit(self) -> int:
-        limit = scheduler_settings.BATCH_SIZE
-        if self.max_functions is not None:
-            limit = max(1, min(limit, self.max_functions - self._started))
-        return limit
+    def _reserve(self, wanted: int) -> int:
+        """How many rows this thread may claim now, reserved against ``max_functions``.
+
+        Reserved under a lock before the claim, so threads running at once
+        never claim more between them than the budget allows.
+        """
+        if self.max_functions is None:
+            return wanted
+        with self._budget:
+            granted = max(0, min(wanted, self.max_functions - self._started - self._reserved))
+            self._reserved += granted
+            if granted == 0 and self._reserved == 0:
+                self.stop()
+            return granted
+
+    def _settle(self, reserved: int, used: int) -> None:
+        if self.max_functions is None:
+            self._started += used
+            return
+        with self._budget:
+            self._reserved -= reserved
+            self._started += used
 
     def _claim(self, now, limit: int) -> list[_Claimed]:
         return [
@@ -651,7 +708,6 @@ class Worker:
                     scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
                     scheduler_settings.UNAVAILABLE_BACKOFF_MAX,
                 )
-                self._signal_retry(claimed, attempt, exc, delay, in_place=False)
                 try:
                     self._rows(claimed.id).postpone(clock.now() + _seconds(delay), attempts=attempt)
                 except Exception as postpone_exc:
@@ -659,6 +715,7 @@ class Worker:
                     # database first runs it.
                     logger.warning("could not postpone id=%s: %s", claimed.id, postpone_exc)
                     self._close_connection()
+                self._signal_retry(claimed, attempt, exc, delay, in_place=False)
                 return _Outcome.BACKOFF
             conflicts += 1
             delay = full_jitter(
@@ -758,25 +815,11 @@ class Worker:
         self._close_connection()
         return _Outcome.BACKOFF
 
-    def _drop_broken_connection(self) -> None:
-        # Not close_old_connections(): with CONN_MAX_AGE = 0 it would reconnect
-        # for every function, which costs more than running a no-op mutation.
-        connection = connections[self.using]
-        if connection.connection is None or connection.in_atomic_block:
-            return
-        if connection.errors_occurred:
-            if connection.is_usable():
-                connection.errors_occurred = False
-            else:
-                connection.close()
-
     def _close_connection(self) -> None:
-        connection = connections[self.using]
-        if not connection.in_atomic_block:
-            try:
-                connection.close()
-            except Exception:
-                logger.debug("closing a broken connection failed", exc_info=True)
+        try:
+            connections[self.using].close()
+        except Exception:
+            logger.debug("closing a broken connection failed", exc_info=True)
 
 
 def _send(signal, **kwargs: Any) -> None:

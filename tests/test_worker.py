@@ -302,3 +302,48 @@ def test_a_failing_signal_receiver_does_not_stop_the_worker(caplog):
         function_finished.disconnect(broken)
     assert row(sid).state == State.SUCCESS
     assert any("signal receiver" in record.getMessage() for record in caplog.records)
+
+
+def test_function_started_for_a_mutation_is_sent_inside_its_transaction():
+    seen = []
+
+    def on_started(sender, scheduled_function_id, kind, **kwargs):
+        seen.append((kind, connection.in_atomic_block))
+
+    sid = scheduler.run_after(0, functions.increment, {"name": "a"})
+    from convex_scheduler.signals import function_started
+
+    function_started.connect(on_started)
+    try:
+        run_due()
+    finally:
+        function_started.disconnect(on_started)
+    assert row(sid).state == State.SUCCESS
+    # pytest-django's db fixture wraps the test in a transaction, so the
+    # mutation is inside one either way; the action case is in test_connections.
+    assert seen == [("mutation", True)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif("connection.vendor == 'sqlite'", reason="SQLite has no connection to lose")
+def test_function_retried_is_sent_after_the_due_time_moved(clock):
+    sid = scheduler.run_after(0, functions.terminate_own_connection_once, {"name": "r"})
+    seen = []
+
+    def on_retry(sender, scheduled_function_id, in_place, **kwargs):
+        stored = ScheduledFunction.objects.filter(pk=scheduled_function_id).values_list(
+            "next_run_time", "attempts"
+        )
+        seen.append((in_place, *stored.get()))
+
+    function_retried.connect(on_retry)
+    try:
+        run_due()
+    finally:
+        function_retried.disconnect(on_retry)
+    assert row(sid).state == State.PENDING
+    # The postpone committed before the signal: the receiver saw it.
+    [(in_place, next_run_time, attempts)] = seen
+    assert not in_place
+    assert next_run_time > row(sid).scheduled_time
+    assert attempts == 1

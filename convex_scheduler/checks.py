@@ -6,12 +6,14 @@ Every id is listed in ``docs/checks.rst``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from datetime import timedelta
 from numbers import Real
-from typing import Any
+from typing import Any, cast
 
+from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections, router
 from django.utils.module_loading import import_string
 
@@ -37,8 +39,19 @@ _POSITIVE_SECONDS = (
 )
 
 
+def _real(item: object) -> float | None:
+    """``item`` if it is a real number (bools included, as for ``isinstance``), else None."""
+    if isinstance(item, Real):
+        # typeshed's numbers.Real declares no comparison operators, but every
+        # Real compares with ints and floats; the value itself is unchanged.
+        return cast(float, item)
+    return None
+
+
 @register(Tags.compatibility)
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     value = getattr(settings, SETTING_NAME, {})
     if not isinstance(value, dict):
         return [
@@ -48,7 +61,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="convex_scheduler.E001",
             )
         ]
-    errors: list = []
+    errors: list[CheckMessage] = []
     for key in value:
         if key not in DEFAULTS:
             close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
@@ -74,7 +87,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
         item = value.get(key, DEFAULTS[key])
         if item is None and DEFAULTS[key] is None:
             continue
-        if isinstance(item, bool) or not isinstance(item, Real) or not 0 < item < float("inf"):
+        seconds = _real(item)
+        if isinstance(item, bool) or seconds is None or not 0 < seconds < float("inf"):
             errors.append(
                 Error(
                     f"{SETTING_NAME}[{key!r}] must be a positive number of seconds, not {item!r}.",
@@ -83,7 +97,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 )
             )
     grace = value.get("SHUTDOWN_GRACE_PERIOD", DEFAULTS["SHUTDOWN_GRACE_PERIOD"])
-    if isinstance(grace, bool) or not isinstance(grace, Real) or not 0 <= grace < float("inf"):
+    grace_seconds = _real(grace)
+    if isinstance(grace, bool) or grace_seconds is None or not 0 <= grace_seconds < float("inf"):
         errors.append(
             Error(
                 f"{SETTING_NAME}['SHUTDOWN_GRACE_PERIOD'] must be 0 or more seconds, "
@@ -101,14 +116,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
                 id="convex_scheduler.E004",
             )
         )
-    heartbeat = value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"])
-    timeout = value.get("WORKER_TIMEOUT", DEFAULTS["WORKER_TIMEOUT"])
-    if (
-        isinstance(heartbeat, Real)
-        and isinstance(timeout, Real)
-        and 0 < heartbeat
-        and timeout < 3 * heartbeat
-    ):
+    heartbeat = _real(value.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"]))
+    timeout = _real(value.get("WORKER_TIMEOUT", DEFAULTS["WORKER_TIMEOUT"]))
+    if heartbeat is not None and timeout is not None and 0 < heartbeat and timeout < 3 * heartbeat:
         errors.append(
             Error(
                 f"{SETTING_NAME}['WORKER_TIMEOUT'] ({timeout}s) must be at least three "
@@ -144,10 +154,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list:
 
 
 @register(Tags.compatibility)
-def check_database(app_configs: Any = None, **kwargs: Any) -> list:
+def check_database(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
     from .models import ScheduledFunction
 
-    errors: list = []
+    errors: list[CheckMessage] = []
     if not settings.USE_TZ:
         errors.append(
             Error(

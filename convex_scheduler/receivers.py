@@ -5,6 +5,7 @@ printed per function at the default verbosity. Connected in ``AppConfig.ready``.
 """
 
 import logging
+from typing import Any
 
 from django.dispatch import receiver
 
@@ -14,7 +15,9 @@ logger = logging.getLogger("convex_scheduler")
 
 
 @receiver(function_started, dispatch_uid="convex_scheduler.log_started")
-def log_started(*, scheduled_function_id, name, kind, attempt, **kwargs):
+def log_started(
+    *, scheduled_function_id: int, name: str, kind: str, attempt: int, **kwargs: Any
+) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "started id=%s name=%s kind=%s attempt=%s", scheduled_function_id, name, kind, attempt
@@ -22,7 +25,16 @@ def log_started(*, scheduled_function_id, name, kind, attempt, **kwargs):
 
 
 @receiver(function_finished, dispatch_uid="convex_scheduler.log_finished")
-def log_finished(*, scheduled_function_id, name, kind, state, error, duration, **kwargs):
+def log_finished(
+    *,
+    scheduled_function_id: int,
+    name: str,
+    kind: str,
+    state: str,
+    error: str,
+    duration: float,
+    **kwargs: Any,
+) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         first_line = error.splitlines()[0] if error else ""
         logger.debug(
@@ -37,7 +49,16 @@ def log_finished(*, scheduled_function_id, name, kind, state, error, duration, *
 
 
 @receiver(function_retried, dispatch_uid="convex_scheduler.log_retried")
-def log_retried(*, scheduled_function_id, name, attempt, error, delay, in_place, **kwargs):
+def log_retried(
+    *,
+    scheduled_function_id: int,
+    name: str,
+    attempt: int,
+    error: BaseException,
+    delay: float,
+    in_place: bool,
+    **kwargs: Any,
+) -> None:
     logger.info(
         "retrying id=%s name=%s attempt=%s delay=%.3fs in_place=%s error=%r",
         scheduled_function_id,
@@ -50,7 +71,7 @@ def log_retried(*, scheduled_function_id, name, attempt, error, delay, in_place,
 
 
 @receiver(actions_orphaned, dispatch_uid="convex_scheduler.log_orphaned")
-def log_orphaned(*, count, worker_ids, **kwargs):
+def log_orphaned(*, count: int, worker_ids: list[str], **kwargs: Any) -> None:
     logger.warning(
         "marked %s action(s) failed whose worker is gone: workers=%s", count, ",".join(worker_ids)
     )

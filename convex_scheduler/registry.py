@@ -12,7 +12,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from .exceptions import SchedulingError
 
@@ -141,14 +141,20 @@ def _origin(func: Callable[..., Any]) -> tuple[str, str]:
 registry = FunctionRegistry()
 
 
-def _decorator(kind: FunctionKind, internal: bool):
-    @overload
-    def decorate(func: F, /) -> F: ...
-    @overload
-    def decorate(*, name: str | None = None) -> Callable[[F], F]: ...
+class _Decorator(Protocol):
+    """``@mutation`` and friends: used bare, or called with ``name=``."""
 
-    def decorate(func=None, /, *, name=None):
-        def register(target):
+    @overload
+    def __call__(self, func: F, /) -> F: ...
+    @overload
+    def __call__(self, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def _decorator(kind: FunctionKind, internal: bool) -> _Decorator:
+    def decorate(
+        func: Callable[..., Any] | None = None, /, *, name: str | None = None
+    ) -> Callable[..., Any]:
+        def register(target: Callable[..., Any]) -> Callable[..., Any]:
             registry.register(target, kind, internal=internal, name=name)
             return target
 
@@ -156,7 +162,8 @@ def _decorator(kind: FunctionKind, internal: bool):
             return register
         return register(func)
 
-    return decorate
+    # mypy cannot match one implementation against the protocol's overloads.
+    return cast(_Decorator, decorate)
 
 
 mutation = _decorator(FunctionKind.MUTATION, internal=False)

@@ -7,7 +7,7 @@ class Counter(models.Model):
     name = models.CharField(max_length=100, unique=True)
     value = models.IntegerField(default=0)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}={self.value}"
 
 
@@ -18,5 +18,5 @@ class ActionRun(models.Model):
     label = models.CharField(max_length=100, default="")
     created = models.DateTimeField(auto_now_add=True)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"run of #{self.scheduled_function_id}"

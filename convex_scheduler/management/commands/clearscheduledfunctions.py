@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import router
 
 from convex_scheduler import clock
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         "RETENTION setting (7 days by default), in batches. Pending rows are never deleted."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--older-than-days",
             type=float,
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--database", default=None, help="The database alias to use.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         retention = scheduler_settings.RETENTION
         if options["older_than_days"] is not None:
             if not 0 < options["older_than_days"] < 100_000:

@@ -11,8 +11,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, router
-from django.db.utils import ConnectionDoesNotExist
 from django.utils import dateparse, timezone
+from django.utils.connection import ConnectionDoesNotExist
 
 from convex_scheduler import clock
 from convex_scheduler.exceptions import SchedulingError
@@ -156,7 +156,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        common = argparse.ArgumentParser(add_help=False)
+        common = CommandParser(add_help=False)
         common.add_argument(
             "--database",
             default=None,
@@ -211,13 +211,13 @@ class Command(BaseCommand):
         subcommand = options["subcommand"]
         if subcommand == "list":
             using = self._database(options["database"], router.db_for_read(ScheduledFunction))
-            self.list(using, options)
+            self._list(using, options)
         elif subcommand == "show":
             using = self._database(options["database"], router.db_for_read(ScheduledFunction))
-            self.show(using, options["id"])
+            self._show(using, options["id"])
         else:
             using = self._database(options["database"], router.db_for_write(ScheduledFunction))
-            self.cancel(using, options["id"], options["verbosity"])
+            self._cancel(using, options["id"], options["verbosity"])
 
     def _database(self, alias: str | None, default: str) -> str:
         if alias is None:
@@ -231,7 +231,7 @@ class Command(BaseCommand):
             ) from None
         return alias
 
-    def list(self, using: str, options: dict[str, Any]) -> None:
+    def _list(self, using: str, options: dict[str, Any]) -> None:
         rows = ScheduledFunction.objects.using(using).order_by("-scheduled_time", "-id")
         if options["state"]:
             rows = rows.filter(state=options["state"])
@@ -313,7 +313,7 @@ class Command(BaseCommand):
 
         return [line(headers), *(line(row) for row in cells)]
 
-    def show(self, using: str, pk: int) -> None:
+    def _show(self, using: str, pk: int) -> None:
         row = ScheduledFunction.objects.using(using).filter(pk=pk).first()
         if row is None:
             raise CommandError(f"no scheduled function with id {pk}")
@@ -350,7 +350,7 @@ class Command(BaseCommand):
         for text in _printable(row.error, keep_newlines=True).splitlines() or ["-"]:
             self.stdout.write(f"  {text}")
 
-    def cancel(self, using: str, pk: int, verbosity: int) -> None:
+    def _cancel(self, using: str, pk: int, verbosity: int) -> None:
         rows = ScheduledFunction.objects.using(using).filter(pk=pk)
         before = rows.values_list("state", "name", "kind").first()
         if before is None:

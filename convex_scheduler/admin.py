@@ -8,24 +8,43 @@ function.
 The changelist is built for large tables: no full-table ``COUNT(*)`` per page
 (a capped count instead), no facet counts, no ``DISTINCT`` for the name filter
 or the date hierarchy, and the large ``args``/``error`` columns are deferred.
+The detail page loads at most :data:`ARGS_SHOWN` characters of either; the
+full arguments and error are a download away.
+
+Permissions are Django's: ``view`` to look, ``add`` to schedule, ``change`` to
+cancel, and ``schedule_internal_function`` to schedule internal functions. Any
+query string, form or action input the pages do not produce is answered with
+a 4xx page that says what was wrong, never a server error.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.views.main import (
+    ALL_VAR,
+    ERROR_FLAG,
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    ORDER_VAR,
+    PAGE_VAR,
+    SEARCH_VAR,
+    TO_FIELD_VAR,
+    ChangeList,
+)
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.db.models import Count, Max, Min
-from django.db.models.constants import LOOKUP_SEP
+from django.db.models import Count, F, Max, Min, QuerySet, TextField
+from django.db.models.functions import Cast, Substr
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
@@ -42,11 +61,24 @@ from .forms import ScheduleForm
 from .models import ScheduledFunction, SchedulerWorker, State
 from .registry import registry
 from .scheduler import parse_id, scheduler
+from .serializers import OctetLength
+
+#: The permission to schedule internal functions from the admin's form.
+SCHEDULE_INTERNAL_PERMISSION = "convex_scheduler.schedule_internal_function"
 
 #: Rows a changelist counts at most; beyond it, the page says "more than".
 COUNT_CAP = 10_000
 #: Children listed on a detail page; the rest are a filtered changelist away.
 CHILDREN_SHOWN = 20
+#: Characters of the arguments' JSON text, and of the error, a detail page loads
+#: and shows; the rest is in the download.
+ARGS_SHOWN = 64 * 1024
+#: Arguments up to this many bytes are pretty-printed (indented); larger ones
+#: are shown as stored, in a collapsed box.
+PRETTY_MAX_BYTES = 16 * 1024
+#: A pretty-printed text longer than this (deep nesting indents a lot) is shown
+#: as stored instead.
+PRETTY_MAX_CHARS = 128 * 1024
 
 _ACTIVE_STATES = (State.PENDING, State.IN_PROGRESS)
 
@@ -68,9 +100,24 @@ class CappedCountPaginator(Paginator):
 
 
 class ScheduledFunctionChangeList(ChangeList):
-    def get_queryset(self, request, exclude_parameters=None):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Rows are read-only: "Select scheduled function to change" would mislead.
+        if not self.is_popup:
+            self.title = capfirst(self.opts.verbose_name_plural)
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
         # Arguments may be megabytes per row; the list never shows them.
         return super().get_queryset(request, exclude_parameters).defer("args", "error")
+
+
+class _Refused(Exception):
+    """An input the admin pages refuse: answered with ``status`` and ``message``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 class RegisteredNameFilter(admin.SimpleListFilter):
@@ -100,8 +147,47 @@ def _is_id(value: Any) -> bool:
     return True
 
 
-def _pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+def _when(value: datetime | None) -> str | None:
+    """A time to the second, in the current time zone, with the exact time as a tooltip."""
+    if value is None:
+        return None
+    local = timezone.localtime(value)
+    return format_html(
+        '<time datetime="{}" title="{}">{}, {}</time>',
+        value.astimezone(UTC).isoformat(),
+        local.isoformat(),
+        formats.date_format(local, "DATE_FORMAT"),
+        formats.time_format(local, "H:i:s"),
+    )
+
+
+def _date_hierarchy_problem(field: str, params: dict[str, str]) -> str | None:
+    """Why the date drill-down parameters cannot be a database range, or ``None``."""
+    year, month, day = (params.get(f"{field}__{part}") for part in ("year", "month", "day"))
+    if year is None:
+        if month is not None or day is not None:
+            return _("%(field)s__month and __day need %(field)s__year.") % {"field": field}
+        return None
+    if day is not None and month is None:
+        return _("%(field)s__day needs %(field)s__month.") % {"field": field}
+    parts = [(year, 4), (month or "1", 2), (day or "1", 2)]
+    if not all(value.isascii() and value.isdigit() and len(value) <= n for value, n in parts):
+        return _("A year, month and day are numbers, e.g. ?%(field)s__year=2030.") % {
+            "field": field
+        }
+    try:
+        start = datetime(int(year), int(month or 1), int(day or 1))
+        if day is not None:
+            end = start + timedelta(days=1)
+        elif month is not None:
+            end = (start + timedelta(days=32)).replace(day=1)
+        else:
+            end = start.replace(year=start.year + 1)
+        for bound in (start, end):
+            timezone.make_aware(bound).astimezone(UTC)
+    except (OverflowError, ValueError):
+        return _("There is no such date, or it is too near the years 1 or 9999.")
+    return None
 
 
 def _duration(delta: timedelta) -> str:
@@ -126,8 +212,9 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         "name",
         "kind",
         "state_badge",
-        "scheduled_time",
-        "completed_time",
+        "scheduled_at",
+        "completed_at",
+        "run_time",
         "attempts",
     )
     list_display_links = ("id", "name")
@@ -135,7 +222,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
     search_fields = ("name", "=id")
     search_help_text = _("A function name (or part of one), or an id.")
     date_hierarchy = "scheduled_time"
-    sortable_by = ("id", "name", "scheduled_time", "completed_time")
+    sortable_by = ("id", "name", "scheduled_at", "completed_at")
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
@@ -147,11 +234,12 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             _("Times"),
             {
                 "fields": (
-                    "scheduled_time",
-                    "next_run_time",
-                    "creation_time",
-                    "started_time",
-                    "completed_time",
+                    "scheduled_at",
+                    "next_run_at",
+                    "created_at",
+                    "started_at",
+                    "completed_at",
+                    "run_time",
                 )
             },
         ),
@@ -160,6 +248,12 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
     )
     readonly_fields = (
         "state_badge",
+        "scheduled_at",
+        "next_run_at",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "run_time",
         "args_pretty",
         "error_pretty",
         "parent_link",
@@ -189,24 +283,105 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ScheduledFunctionChangeList
 
+    #: Query-string parameters of the changelist's own machinery.
+    LIST_PARAMETERS = frozenset(
+        {ALL_VAR, ERROR_FLAG, IS_FACETS_VAR, IS_POPUP_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR}
+    )
+    #: Filter parameters the list filters, the overview and the "children" link produce.
+    FILTER_PARAMETERS = frozenset(
+        {
+            "state__exact",
+            "state__isnull",
+            "kind__exact",
+            "kind__isnull",
+            "name",
+            "parent",
+            "parent__exact",
+            "parent__id__exact",
+        }
+    )
+
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
-        # Only what the filters, the date hierarchy and the "children" link
-        # produce, with values the database can take (an out-of-range integer
-        # or a NUL character is a driver error, not an empty result).
+        # Only what the filters and the "children" link produce, with values
+        # the database can take; changelist_view refuses the rest first with
+        # a message (this is the second line of defence).
         if not isinstance(value, str) or "\x00" in value:
             return False
-        root = lookup.split(LOOKUP_SEP, 1)[0]
-        if root in ("parent", "parent_id"):
-            return lookup in ("parent", "parent__exact", "parent__id__exact") and _is_id(value)
-        if lookup.startswith("scheduled_time__") and lookup.rsplit(LOOKUP_SEP, 1)[-1] in (
-            "year",
-            "month",
-            "day",
-        ):
+        if lookup in ("parent", "parent__exact", "parent__id__exact"):
+            return _is_id(value)
+        if lookup in {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}:
             return value.isascii() and value.isdigit() and len(value) <= 4
-        if root not in ("state", "kind", "name", "scheduled_time", "completed_time"):
-            return False
-        return super().lookup_allowed(lookup, value, request)
+        return lookup in self.FILTER_PARAMETERS
+
+    def _changelist_problem(self, request: HttpRequest) -> str | None:
+        """What is wrong with the changelist's query string, or ``None``."""
+        hierarchy = {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}
+        for key, values in request.GET.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return _("The query string contains a NUL character.")
+            if key == TO_FIELD_VAR:
+                if not all(self.to_field_allowed(request, value) for value in values):
+                    return _("%(param)s may only name the id.") % {"param": TO_FIELD_VAR}
+                continue
+            if key in self.LIST_PARAMETERS or key in hierarchy:
+                continue
+            if key not in self.FILTER_PARAMETERS:
+                return _(
+                    "Unknown filter %(param)s. Filter with the choices beside the list: "
+                    "state, kind, function, the dates above it, or a search."
+                ) % {"param": repr(key[:100])}
+            if key.startswith("parent") and not all(_is_id(value) for value in values):
+                return _("%(param)s must be a scheduled function id.") % {"param": key}
+        params = {key: request.GET[key] for key in hierarchy if key in request.GET}
+        return _date_hierarchy_problem(str(self.date_hierarchy), params)
+
+    def _action_problem(self, request: HttpRequest) -> _Refused | None:
+        """What is wrong with a posted action, or ``None``."""
+        names = [name for name in request.POST.getlist("action") if name]
+        allowed = self.get_actions(request)
+        for name in names:
+            if name in allowed:
+                continue
+            if name in (self.actions or ()):
+                return _Refused(
+                    _("You do not have permission to %(action)s.") % {"action": name}, 403
+                )
+            return _Refused(_("There is no action %(action)s.") % {"action": repr(name[:100])})
+        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            if not _is_id(value):
+                return _Refused(
+                    _("%(value)s is not a scheduled function id.") % {"value": repr(value[:100])}
+                )
+        return None
+
+    def refused(self, request: HttpRequest, refusal: _Refused) -> TemplateResponse:
+        """The admin page for a refused input: its status and what was wrong."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Bad request") if refusal.status < 403 else _("Not allowed"),
+            "subtitle": None,
+            "message": refusal.message,
+            "opts": self.opts,
+            "has_view_permission": self.has_view_permission(request),
+        }
+        if refusal.status == 413:
+            context["title"] = _("Request too large")
+        return TemplateResponse(
+            request,
+            "admin/convex_scheduler/scheduledfunction/refused.html",
+            context,
+            status=refusal.status,
+        )
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            # Django redirects to ?e=1 and then shows "Database error"; say what was wrong.
+            raise _Refused(
+                _("The list cannot show this page or filter: %(error)s")
+                % {"error": exc or _("invalid parameters")}
+            ) from None
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
         term = search_term.strip()
@@ -228,14 +403,66 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             '<span class="cs-badge cs-state-{}">{}</span>', obj.state, obj.get_state_display()
         )
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
-        extra_context = {**(extra_context or {}), "overview": self.overview()}
-        response = super().changelist_view(request, extra_context)
+    @admin.display(description=_("scheduled time"), ordering="scheduled_time")
+    def scheduled_at(self, obj: ScheduledFunction) -> str | None:
+        return _when(obj.scheduled_time)
+
+    @admin.display(description=_("next run time"))
+    def next_run_at(self, obj: ScheduledFunction) -> str | None:
+        return _when(obj.next_run_time)
+
+    @admin.display(description=_("creation time"))
+    def created_at(self, obj: ScheduledFunction) -> str | None:
+        return _when(obj.creation_time)
+
+    @admin.display(description=_("started time"))
+    def started_at(self, obj: ScheduledFunction) -> str | None:
+        return _when(obj.started_time)
+
+    @admin.display(description=_("completed time"), ordering="completed_time")
+    def completed_at(self, obj: ScheduledFunction) -> str | None:
+        return _when(obj.completed_time)
+
+    @admin.display(description=_("run time"))
+    def run_time(self, obj: ScheduledFunction) -> str | None:
+        """From start to finish, for a finished function that started."""
+        if obj.started_time is None or obj.completed_time is None:
+            return None
+        return str(_duration(max(obj.completed_time - obj.started_time, timedelta(0))))
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        try:
+            self._check_changelist_input(request)
+            extra_context = {**(extra_context or {}), "overview": self.overview()}
+            response = super().changelist_view(request, extra_context)
+        except _Refused as refusal:
+            return self.refused(request, refusal)
         if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
             response.context_data["cs_date_hierarchy"] = self.date_hierarchy_choices(
                 response.context_data["cl"]
             )
         return response
+
+    def _check_changelist_input(self, request: HttpRequest) -> None:
+        try:
+            problem = self._changelist_problem(request)
+            action = None
+            if request.method == "POST" and "_save" not in request.POST:
+                action = self._action_problem(request)
+        except TooManyFieldsSent:
+            raise _Refused(_("Too many parameters; select fewer rows at a time.")) from None
+        except RequestDataTooBig:
+            raise _Refused(
+                _("The request is too large; select fewer rows at a time."), 413
+            ) from None
+        if problem:
+            raise _Refused(problem)
+        if action is not None:
+            raise action
 
     def overview(self) -> dict[str, Any]:
         """Counts per state, the scheduler's lag and the live workers, as the dashboard shows."""
@@ -340,20 +567,102 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
 
     # The detail page.
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None):
-        if from_field is None and not _is_id(object_id):
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: Any = None
+    ) -> ScheduledFunction | None:
+        if from_field is not None or not _is_id(object_id):
             return None
-        return super().get_object(request, object_id, from_field)
+        # The arguments and the error may be megabytes: load their first
+        # ARGS_SHOWN characters and their sizes, never the whole of them.
+        args_text = Cast("args", output_field=TextField())
+        return (
+            self.get_queryset(request)
+            .defer("args", "error")
+            .annotate(
+                args_head=Substr(args_text, 1, ARGS_SHOWN),
+                args_size=OctetLength(args_text),
+                error_head=Substr("error", 1, ARGS_SHOWN),
+                error_size=OctetLength("error"),
+            )
+            .filter(pk=parse_id(object_id))
+            .first()
+        )
 
     @admin.display(description=_("arguments"))
     def args_pretty(self, obj: ScheduledFunction) -> str:
-        return format_html('<pre class="cs-pre">{}</pre>', _pretty_json(obj.args))
+        text: str = getattr(obj, "args_head", "")
+        size: int = getattr(obj, "args_size", 0) or 0
+        download = format_html(
+            '<a class="cs-download" href="{}" download>{}</a>',
+            self._download_url(obj.pk, "args"),
+            _("Download the arguments as JSON (%(size)s)") % {"size": filesizeformat(size)},
+        )
+        if size <= PRETTY_MAX_BYTES:
+            pretty = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
+            if len(pretty) <= PRETTY_MAX_CHARS:
+                return format_html('<pre class="cs-pre">{}</pre>{}', pretty, download)
+        cut = size > len(text.encode())
+        summary = (
+            _("%(size)s of arguments; the first %(chars)s characters are shown")
+            if cut
+            else _("%(size)s of arguments")
+        ) % {
+            "size": filesizeformat(size),
+            "chars": formats.number_format(len(text), force_grouping=True),
+        }
+        return format_html(
+            '<details class="cs-large"><summary>{}</summary><pre class="cs-pre">{}{}</pre>'
+            "</details>{}",
+            summary,
+            text,
+            "…" if cut else "",
+            download,
+        )
 
     @admin.display(description=_("error"))
     def error_pretty(self, obj: ScheduledFunction) -> str:
-        if not obj.error:
+        text: str = getattr(obj, "error_head", "")
+        size: int = getattr(obj, "error_size", 0) or 0
+        if not text:
             return "-"
-        return format_html('<pre class="cs-pre cs-error">{}</pre>', obj.error)
+        if size <= len(text.encode()):
+            return format_html('<pre class="cs-pre cs-error">{}</pre>', text)
+        return format_html(
+            '<pre class="cs-pre cs-error">{}…</pre>'
+            '<a class="cs-download" href="{}" download>{}</a>',
+            text,
+            self._download_url(obj.pk, "error"),
+            _("Download the whole error (%(size)s)") % {"size": filesizeformat(size)},
+        )
+
+    def _download_url(self, pk: int, part: str) -> str:
+        return reverse(
+            f"admin:convex_scheduler_scheduledfunction_{part}",
+            args=[quote(pk)],
+            current_app=self.admin_site.name,
+        )
+
+    def download_view(self, request: HttpRequest, object_id: str, part: str) -> HttpResponse:
+        """The full arguments (JSON) or error (text) of one scheduled function, as a download."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        if not _is_id(object_id):
+            raise Http404(_("No scheduled function with this id."))
+        column = Cast("args", output_field=TextField()) if part == "args" else F("error")
+        text = (
+            ScheduledFunction.objects.filter(pk=parse_id(object_id))
+            .annotate(text=column)
+            .values_list("text", flat=True)
+            .first()
+        )
+        if text is None:
+            raise Http404(_("No scheduled function with this id."))
+        kind, extension = ("application/json", "json") if part == "args" else ("text/plain", "txt")
+        response = HttpResponse(text, content_type=f"{kind}; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="scheduled-function-{parse_id(object_id)}-{part}.{extension}"'
+        )
+        return response
 
     @admin.display(description=_("parent"))
     def parent_link(self, obj: ScheduledFunction) -> str:
@@ -413,6 +722,18 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.cancel_view),
                 name="{}_{}_cancel".format(*info),
             ),
+            path(
+                "<path:object_id>/args.json",
+                self.admin_site.admin_view(self.download_view),
+                {"part": "args"},
+                name="{}_{}_args".format(*info),
+            ),
+            path(
+                "<path:object_id>/error.txt",
+                self.admin_site.admin_view(self.download_view),
+                {"part": "error"},
+                name="{}_{}_error".format(*info),
+            ),
             *super().get_urls(),
         ]
 
@@ -441,11 +762,33 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
 
     # Scheduling: the add view is the "Schedule a function" form.
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context=None):
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         if not self.has_add_permission(request):
             raise PermissionDenied
+        allow_internal = request.user.has_perm(SCHEDULE_INTERNAL_PERMISSION)
+        status = 200
         if request.method == "POST":
-            form = ScheduleForm(request.POST)
+            try:
+                data = request.POST
+            except RequestDataTooBig:
+                return self.refused(
+                    request,
+                    _Refused(
+                        _(
+                            "The form is larger than this site accepts "
+                            "(DATA_UPLOAD_MAX_MEMORY_SIZE); schedule large arguments from code "
+                            "or over the REST API."
+                        ),
+                        413,
+                    ),
+                )
+            except TooManyFieldsSent:
+                return self.refused(request, _Refused(_("The form has too many fields.")))
+            form = ScheduleForm(data, allow_internal=allow_internal)
+            # Invalid input is a 400, with the form and its errors.
+            status = 400
             if form.is_valid():
                 pk = form.schedule()
                 if pk is not None:
@@ -456,7 +799,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                     )
                     return redirect(self._change_url(pk))
         else:
-            form = ScheduleForm(initial={"delay_ms": 0})
+            form = ScheduleForm(initial={"delay_ms": 0}, allow_internal=allow_internal)
         fieldsets = [(None, {"fields": ["function", "args", "delay_ms", "run_at"]})]
         adminform = helpers.AdminForm(form, fieldsets, {})
         context = {
@@ -469,10 +812,14 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             "opts": self.opts,
             "media": self.media + adminform.media,
             "has_view_permission": self.has_view_permission(request),
+            "allow_internal": allow_internal,
             **(extra_context or {}),
         }
         return TemplateResponse(
-            request, "admin/convex_scheduler/scheduledfunction/schedule_form.html", context
+            request,
+            "admin/convex_scheduler/scheduledfunction/schedule_form.html",
+            context,
+            status=status,
         )
 
 

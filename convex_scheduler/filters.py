@@ -3,39 +3,49 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django_filters import rest_framework as filters
-from django_filters.fields import IsoDateTimeField, RangeField
-from django_filters.widgets import DateRangeWidget
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 from rest_framework.filters import OrderingFilter
 
+from .exceptions import SchedulingError
 from .models import Kind, ScheduledFunction, State
+from .scheduler import parse_id
 
 #: The largest id a ``BigAutoField`` can hold; larger values would overflow the
 #: database driver instead of matching nothing.
 MAX_ID = 2**63 - 1
 
 
+class _IdField(forms.CharField):
+    """A scheduled function id, checked by the scheduler's :func:`parse_id`."""
+
+    def to_python(self, value: Any) -> int | None:
+        text = super().to_python(value)
+        if text in self.empty_values:
+            return None
+        try:
+            return parse_id(text.strip())
+        except SchedulingError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+
+
 @extend_schema_field({"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID})
-class IdFilter(filters.NumberFilter):
+class IdFilter(filters.Filter):
     """An exact match on a positive 64-bit id; anything else is a 400."""
 
-    field_class = forms.IntegerField
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("min_value", 1)
-        kwargs.setdefault("max_value", MAX_ID)
-        super().__init__(*args, **kwargs)
+    field_class = _IdField
 
 
 class _StorableIsoDateTimeField(IsoDateTimeField):
     """An ISO 8601 time that can also be expressed in UTC, as the database stores it."""
 
-    def to_python(self, value):
+    def to_python(self, value: Any) -> Any:
         value = super().to_python(value)
         if value is not None:
             # In UTC: PostgreSQL refuses offsets beyond ±15:59, which ISO 8601 allows.
@@ -48,22 +58,14 @@ class _StorableIsoDateTimeField(IsoDateTimeField):
         return value
 
 
-class _TimeRangeField(RangeField):
-    widget = DateRangeWidget
+class TimeFilter(filters.IsoDateTimeFilter):
+    """One end of an inclusive range of ISO 8601 times; errors name its own parameter."""
 
-    def __init__(self, *args, **kwargs):
-        fields = (_StorableIsoDateTimeField(), _StorableIsoDateTimeField())
-        super().__init__(fields, *args, **kwargs)
-
-
-class TimeRangeFilter(filters.IsoDateTimeFromToRangeFilter):
-    """``<field>_after`` / ``<field>_before``: an inclusive range of ISO 8601 times."""
-
-    field_class = _TimeRangeField
+    field_class = _StorableIsoDateTimeField
 
 
 class ScheduledFunctionFilterSet(filters.FilterSet):
-    """Filters for ``GET scheduled-functions/``.
+    """Filters for GET scheduled-functions/.
 
     Every filter maps onto an indexed column or a range of one, so a filtered
     page stays an index scan on large tables.
@@ -79,32 +81,49 @@ class ScheduledFunctionFilterSet(filters.FilterSet):
     parent = IdFilter(
         field_name="parent_id", help_text=_("The id of the function that scheduled these.")
     )
-    scheduled_time = TimeRangeFilter(
-        help_text=_(
-            "Scheduled time range: scheduled_time_after and/or scheduled_time_before "
-            "(ISO 8601, inclusive)."
-        )
+    scheduled_time_after = TimeFilter(
+        field_name="scheduled_time",
+        lookup_expr="gte",
+        help_text=_("Scheduled at or after this time (ISO 8601)."),
     )
-    completed_time = TimeRangeFilter(
-        help_text=_(
-            "Completed time range: completed_time_after and/or completed_time_before "
-            "(ISO 8601, inclusive)."
-        )
+    scheduled_time_before = TimeFilter(
+        field_name="scheduled_time",
+        lookup_expr="lte",
+        help_text=_("Scheduled at or before this time (ISO 8601)."),
+    )
+    completed_time_after = TimeFilter(
+        field_name="completed_time",
+        lookup_expr="gte",
+        help_text=_("Finished at or after this time (ISO 8601)."),
+    )
+    completed_time_before = TimeFilter(
+        field_name="completed_time",
+        lookup_expr="lte",
+        help_text=_("Finished at or before this time (ISO 8601)."),
     )
 
     class Meta:
         model = ScheduledFunction
-        fields = ["state", "kind", "name", "parent", "scheduled_time", "completed_time"]
+        fields = [
+            "state",
+            "kind",
+            "name",
+            "parent",
+            "scheduled_time_after",
+            "scheduled_time_before",
+            "completed_time_after",
+            "completed_time_before",
+        ]
 
 
 class TiebreakOrderingFilter(OrderingFilter):
-    """``?ordering=``, always ending in ``id`` so equal times keep a stable order.
+    """?ordering=, always ending in id so equal times keep a stable order.
 
     Cursor pagination pages by the first ordering field and needs rows with
     equal values in a fixed order, or a page boundary could skip or repeat one.
     """
 
-    def get_ordering(self, request, queryset, view):
+    def get_ordering(self, request: Any, queryset: Any, view: Any) -> list[str]:
         ordering = list(super().get_ordering(request, queryset, view) or [])
         if ordering and not any(field.lstrip("-") in ("id", "pk") for field in ordering):
             ordering.append("-id" if ordering[0].startswith("-") else "id")

@@ -1,39 +1,180 @@
-"""REST representations of scheduled functions and of a request to schedule one."""
+"""REST representations of scheduled functions and of a request to schedule one.
+
+A list row carries a short preview of the arguments and the first line of the
+error, each with its full size; the detail carries them in full. The previews
+and sizes are computed by the database, so a list page never loads a row's
+arguments (up to ``MAX_ARGS_BYTES`` each) into the web process.
+"""
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
+from django.db.models import Func, IntegerField, QuerySet, TextField
+from django.db.models.functions import Cast, Substr
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
+from .exceptions import SchedulingError
 from .models import ScheduledFunction
 from .registry import registry
+from .scheduler import scheduler
 
-__all__ = ["ScheduleSerializer", "ScheduledFunctionSerializer"]
+__all__ = [
+    "PREVIEW_CHARS",
+    "ScheduleSerializer",
+    "ScheduledFunctionSerializer",
+    "ScheduledFunctionSummarySerializer",
+    "with_previews",
+    "with_sizes",
+]
+
+#: Characters of JSON text a list row shows of its arguments, and at most of its error.
+PREVIEW_CHARS = 200
 
 
-def _json_number(field: serializers.Field, value: Any) -> float:
-    # bool is an int subclass, and a string of digits is not a JSON number.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        field.fail("invalid", type=type(value).__name__)
-    return value
+class OctetLength(Func):
+    """The length of a text expression in bytes (UTF-8), computed by the database."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        return self.as_sql(
+            compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra_context
+        )
+
+
+def _args_text() -> Cast:
+    return Cast("args", output_field=TextField())
+
+
+def with_sizes(queryset: QuerySet[ScheduledFunction]) -> QuerySet[ScheduledFunction]:
+    """Annotate ``args_size`` and ``error_size``: bytes of JSON text and of the error."""
+    return queryset.annotate(args_size=OctetLength(_args_text()), error_size=OctetLength("error"))
+
+
+def with_previews(
+    queryset: QuerySet[ScheduledFunction], chars: int = PREVIEW_CHARS
+) -> QuerySet[ScheduledFunction]:
+    """Rows without ``args`` and ``error``; their first characters and sizes instead.
+
+    ``args_preview`` is the first ``chars`` characters of the arguments' JSON
+    text as the database returns it; ``error_head`` the first ``4 * chars``
+    characters of the error (the list shows its first line).
+    """
+    return with_sizes(
+        queryset.defer("args", "error").annotate(
+            args_preview=Substr(_args_text(), 1, chars),
+            error_head=Substr("error", 1, chars * 4),
+        )
+    )
+
+
+def first_line(text: str, chars: int = PREVIEW_CHARS) -> str:
+    """The first line of ``text``, at most ``chars`` characters of it."""
+    return text.split("\n", 1)[0].rstrip("\r")[:chars]
+
+
+@extend_schema_field(OpenApiTypes.OBJECT)
+class ArgsField(serializers.JSONField):
+    """A JSON object of keyword arguments."""
+
+
+class _Row(serializers.ModelSerializer):
+    parent = serializers.IntegerField(
+        source="parent_id",
+        read_only=True,
+        allow_null=True,
+        help_text=_("The id of the scheduled function that scheduled this one."),
+    )
+    args_size = serializers.IntegerField(
+        read_only=True,
+        help_text=_("Size of the arguments as JSON text, in bytes."),
+    )
+    error_size = serializers.IntegerField(
+        read_only=True, help_text=_("Size of the error text in bytes; 0 when there is none.")
+    )
+
+
+_COMMON_FIELDS = [
+    "id",
+    "name",
+    "kind",
+    "state",
+    "scheduled_time",
+    "creation_time",
+    "started_time",
+    "completed_time",
+    "attempts",
+    "parent",
+]
+
+
+class ScheduledFunctionSummarySerializer(_Row):
+    """A scheduled function as a list shows it: arguments and error as short previews."""
+
+    args_preview = serializers.CharField(
+        read_only=True,
+        help_text=_(
+            "The first 200 characters of the arguments as JSON text; compare with args_size "
+            "to tell whether it is cut. The detail has them in full."
+        ),
+    )
+    error_preview = serializers.SerializerMethodField(
+        help_text=_(
+            "The first line of the error (at most 200 characters); empty when there is none."
+        )
+    )
+
+    class Meta:
+        model = ScheduledFunction
+        fields = [
+            *_COMMON_FIELDS,
+            "args_preview",
+            "args_size",
+            "error_preview",
+            "error_size",
+        ]
+        read_only_fields = fields
+
+    def get_error_preview(self, obj: Any) -> str:
+        return first_line(getattr(obj, "error_head", None) or "")
+
+
+class ScheduledFunctionSerializer(_Row):
+    """A scheduled function in full, with its arguments and error (read-only)."""
+
+    args = ArgsField(read_only=True)
+
+    class Meta:
+        model = ScheduledFunction
+        fields = [*_COMMON_FIELDS, "args", "args_size", "error", "error_size"]
+        read_only_fields = fields
+
+
+_FUNCTION_HELP = _("The registered name of a public mutation or action.")
+
+
+class _FunctionNameField(serializers.ChoiceField):
+    """Offers the public functions (for the schema and the browsable API); the scheduler decides."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=str(data)[:100])
+        return data
 
 
 @extend_schema_field({"type": "number", "minimum": 0, "example": 5000})
 class DelayField(serializers.Field):
-    """Milliseconds as a JSON number (not a string, not a bool)."""
+    """Milliseconds from now, a JSON number; the scheduler checks it."""
 
-    default_error_messages = {
-        "invalid": _("delay_ms must be a number of milliseconds, not {type}."),
-    }
-
-    def to_internal_value(self, data: Any) -> float:
-        return _json_number(self, data)
+    def to_internal_value(self, data: Any) -> Any:
+        return data
 
     def to_representation(self, value: Any) -> Any:
         return value
@@ -51,9 +192,6 @@ class RunAtField(serializers.Field):
     """An ISO 8601 time or milliseconds since the Unix epoch."""
 
     default_error_messages = {
-        "invalid": _(
-            "run_at must be an ISO 8601 time or milliseconds since the Unix epoch, not {type}."
-        ),
         "invalid_time": _("{value!r} is not a valid ISO 8601 time, e.g. 2030-01-01T09:00:00Z."),
     }
 
@@ -66,74 +204,42 @@ class RunAtField(serializers.Field):
             if parsed is None:
                 self.fail("invalid_time", value=data[:64])
             return parsed
-        return _json_number(self, data)
+        # Numbers and everything else go to the scheduler, which says what it takes.
+        return data
 
     def to_representation(self, value: Any) -> Any:
         return value
 
 
-@extend_schema_field(OpenApiTypes.OBJECT)
-class ArgsField(serializers.JSONField):
-    """A JSON object of keyword arguments."""
-
-
-class ScheduledFunctionSerializer(serializers.ModelSerializer):
-    """A row of ``_scheduled_functions`` as the API shows it (read-only)."""
-
-    args = ArgsField(read_only=True)
-    parent = serializers.IntegerField(
-        source="parent_id",
-        read_only=True,
-        allow_null=True,
-        help_text=_("The id of the scheduled function that scheduled this one."),
-    )
-
-    class Meta:
-        model = ScheduledFunction
-        fields = [
-            "id",
-            "name",
-            "kind",
-            "state",
-            "args",
-            "scheduled_time",
-            "creation_time",
-            "started_time",
-            "completed_time",
-            "error",
-            "attempts",
-            "parent",
-        ]
-        read_only_fields = fields
-
-
-_FUNCTION_HELP = _("The registered name of a public mutation or action.")
-
-
 class ScheduleSerializer(serializers.Serializer):
-    """``POST scheduled-functions/``: a registered public function, its args, and when.
+    """POST scheduled-functions/: a registered public function, its args, and when.
 
-    Give exactly one of ``delay_ms`` and ``run_at``. The view schedules through
-    :mod:`convex_scheduler.scheduler`; the response is the new row.
+    Give exactly one of delay_ms and run_at (null counts as not given). Every
+    rule is the scheduler's: this serializer only reads JSON into Python values
+    and puts the scheduler's refusal on the field it names. The response is
+    the new scheduled function.
     """
 
     function = serializers.CharField(
-        max_length=255,
-        trim_whitespace=False,
-        help_text=_FUNCTION_HELP,
+        max_length=255, trim_whitespace=False, help_text=_FUNCTION_HELP
     )
     args = ArgsField(
         required=False,
         default=dict,
+        initial=dict,
         help_text=_("Keyword arguments for the function (a JSON object); default {}."),
     )
     delay_ms = DelayField(
-        required=False, help_text=_("Run this many milliseconds from now (0 or more).")
+        required=False,
+        allow_null=True,
+        initial=0,
+        help_text=_("Run this many milliseconds from now (0 or more, at most five years)."),
     )
     run_at = RunAtField(
         required=False,
+        allow_null=True,
         help_text=_(
-            "Run at this time: ISO 8601 (a time without offset is read in the server's time "
+            "Or run at this time: ISO 8601 (a time without offset is read in the server's time "
             "zone) or milliseconds since the Unix epoch; within five years of now."
         ),
     )
@@ -141,11 +247,12 @@ class ScheduleSerializer(serializers.Serializer):
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
         # Offer the public functions registered now, so the OpenAPI schema
-        # lists them; internal ones are refused as if they did not exist.
+        # lists them and the browsable API's example body is a valid request.
         public = [entry.name for entry in registry.all() if not entry.internal]
         if public:
-            fields["function"] = serializers.ChoiceField(
+            fields["function"] = _FunctionNameField(
                 choices=public,
+                initial=public[0],
                 help_text=_FUNCTION_HELP,
                 error_messages={
                     "invalid_choice": _(
@@ -155,15 +262,19 @@ class ScheduleSerializer(serializers.Serializer):
             )
         return fields
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        has_delay, has_time = "delay_ms" in attrs, "run_at" in attrs
-        if has_delay and has_time:
-            message = _("Give either delay_ms or run_at, not both.")
-            raise serializers.ValidationError({"delay_ms": [message], "run_at": [message]})
-        if not has_delay and not has_time:
-            message = _("Give delay_ms or run_at.")
-            raise serializers.ValidationError({"delay_ms": [message], "run_at": [message]})
-        return attrs
+    def create(self, validated_data: dict[str, Any]) -> ScheduledFunction:
+        try:
+            pk = scheduler.schedule(
+                validated_data["function"],
+                validated_data.get("args"),
+                delay_ms=validated_data.get("delay_ms"),
+                run_at=validated_data.get("run_at"),
+                allow_internal=False,
+            )
+        except SchedulingError as exc:
+            key = exc.field or api_settings.NON_FIELD_ERRORS_KEY
+            raise serializers.ValidationError({key: [str(exc)]}) from None
+        return with_sizes(ScheduledFunction.objects.all()).get(pk=pk)
 
     def to_representation(self, instance: ScheduledFunction) -> dict[str, Any]:
         return ScheduledFunctionSerializer(instance, context=self.context).data

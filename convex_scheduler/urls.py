@@ -1,18 +1,25 @@
-"""``include("convex_scheduler.urls")``: the REST API.
+"""``include("convex_scheduler.urls")``: the REST API, its OpenAPI schema and its docs.
 
 Mounted under ``api/`` this serves ``api/scheduled-functions/`` (list, create),
-``api/scheduled-functions/{id}/`` and ``api/scheduled-functions/{id}/cancel/``.
-Route names live in the ``convex_scheduler`` namespace, e.g.
-``convex_scheduler:scheduledfunction-detail``.
+``api/scheduled-functions/{id}/``, ``api/scheduled-functions/{id}/cancel/``,
+``api/schema/`` (the OpenAPI 3 schema) and ``api/docs/`` (Swagger UI), all
+under the API's permissions. Route names live in the ``convex_scheduler``
+namespace, e.g. ``convex_scheduler:scheduledfunction-detail`` and
+``convex_scheduler:schema``.
 """
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .views import ScheduledFunctionViewSet
+from .views import ScheduledFunctionDocsView, ScheduledFunctionSchemaView, ScheduledFunctionViewSet
 
 app_name = "convex_scheduler"
 
 router = SimpleRouter()
 router.register("scheduled-functions", ScheduledFunctionViewSet, basename="scheduledfunction")
 
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    path("schema/", ScheduledFunctionSchemaView.as_view(), name="schema"),
+    path("docs/", ScheduledFunctionDocsView.as_view(), name="docs"),
+]

@@ -1,44 +1,217 @@
-"""The REST API: list, retrieve, schedule and cancel scheduled functions.
+"""The REST API: list, retrieve, schedule and cancel scheduled functions; its schema and docs.
 
 Scheduling and canceling go through :mod:`convex_scheduler.scheduler`; nothing
-here runs a function.
+here runs a function. Permissions mirror the admin's: Django's model
+permissions, ``view`` to read, ``add`` to schedule, ``change`` to cancel.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
-from typing import Any
+from typing import Any, NoReturn
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
-from rest_framework.exceptions import ValidationError as APIValidationError
+from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.pagination import CursorPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from .conf import scheduler_settings
 from .exceptions import SchedulingError
 from .filters import ScheduledFunctionFilterSet, TiebreakOrderingFilter
-from .forms import ScheduleRequestError, schedule_request
 from .models import ScheduledFunction
-from .scheduler import parse_id, scheduler
-from .serializers import ScheduledFunctionSerializer, ScheduleSerializer
+from .scheduler import MAX_ARGS_DEPTH, json_nesting_exceeds, parse_id, scheduler
+from .serializers import (
+    ScheduledFunctionSerializer,
+    ScheduledFunctionSummarySerializer,
+    ScheduleSerializer,
+    with_previews,
+    with_sizes,
+)
 
-__all__ = ["ScheduledFunctionCursorPagination", "ScheduledFunctionViewSet"]
+__all__ = [
+    "ENVELOPE_BYTES",
+    "BoundedJSONParser",
+    "RequestTooLarge",
+    "ScheduledFunctionCursorPagination",
+    "ScheduledFunctionDocsView",
+    "ScheduledFunctionPermissions",
+    "ScheduledFunctionSchemaView",
+    "ScheduledFunctionViewSet",
+    "max_body_bytes",
+]
+
+#: Bytes a request body may have beyond ``MAX_ARGS_BYTES``: the function name,
+#: the time and the JSON around the arguments.
+ENVELOPE_BYTES = 64 * 1024
+#: How deeply a request body may nest: the body, ``args``, then the arguments'
+#: own ``MAX_ARGS_DEPTH`` levels.
+MAX_BODY_DEPTH = MAX_ARGS_DEPTH + 2
+
+
+def max_body_bytes() -> int:
+    """The largest request body the API reads: ``MAX_ARGS_BYTES`` plus :data:`ENVELOPE_BYTES`.
+
+    The API reads bodies itself, so Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE``
+    does not apply to it.
+    """
+    return int(scheduler_settings.MAX_ARGS_BYTES) + ENVELOPE_BYTES
+
+
+class ScheduledFunctionPermissions(permissions.DjangoModelPermissions):
+    """The admin's permissions, over the API (the default of ``API_PERMISSION_CLASSES``).
+
+    Reading (list, retrieve, the schema) needs ``view_scheduledfunction``,
+    scheduling ``add_scheduledfunction`` and canceling
+    ``change_scheduledfunction``. Anonymous users are refused. There is no
+    permission to schedule internal functions here: the API never does.
+    """
+
+    perms_map = {
+        **permissions.DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        # Rows are never edited or deleted here: a 405 for every user.
+        "PUT": [],
+        "PATCH": [],
+        "DELETE": [],
+    }
+    #: Actions whose permission is not the HTTP method's.
+    action_perms = {"cancel": ["%(app_label)s.change_%(model_name)s"]}
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not request.user or not request.user.is_authenticated:
+            return False
+        model = ScheduledFunction
+        action_name = getattr(view, "action", None)
+        if action_name in self.action_perms:
+            names = {"app_label": model._meta.app_label, "model_name": model._meta.model_name}
+            perms = [perm % names for perm in self.action_perms[action_name]]
+        else:
+            perms = self.get_required_permissions(request.method or "GET", model)
+        return request.user.has_perms(perms)
+
+
+def _default_permissions() -> list[Any]:
+    # The project's API_PERMISSION_CLASSES when it sets them, else the
+    # model permissions above.
+    if "API_PERMISSION_CLASSES" in scheduler_settings.user_settings:
+        return list(scheduler_settings.API_PERMISSION_CLASSES)
+    return [ScheduledFunctionPermissions]
+
+
+class _Guarded:
+    """The API's permissions, and 401 (not 403) for anonymous users when any
+    authentication class can ask for credentials."""
+
+    def get_permissions(self) -> list[Any]:
+        return [permission() for permission in _default_permissions()]
+
+    def get_authenticate_header(self, request: Request) -> str | None:
+        # DRF asks only the first authentication class; with session
+        # authentication first that turns every 401 into a 403.
+        for authenticator in self.get_authenticators():  # type: ignore[attr-defined]  # APIView's
+            header = authenticator.authenticate_header(request)
+            if header:
+                return str(header)
+        return None
+
+
+class RequestTooLarge(APIException):
+    """413: the request body is over :func:`max_body_bytes`."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The request body is too large.")
+    default_code = "request_too_large"
+
+
+def _too_large(limit: int) -> NoReturn:
+    raise RequestTooLarge(
+        _(
+            "The request body is over %(limit)d bytes: the arguments may have MAX_ARGS_BYTES "
+            "(%(args)d) bytes and the rest of the request %(envelope)d."
+        )
+        % {
+            "limit": limit,
+            "args": scheduler_settings.MAX_ARGS_BYTES,
+            "envelope": ENVELOPE_BYTES,
+        }
+    )
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class BoundedJSONParser(BaseParser):
+    """JSON bodies up to :func:`max_body_bytes`, nested at most :data:`MAX_BODY_DEPTH` deep.
+
+    Reads the body itself (Django's ``DATA_UPLOAD_MAX_MEMORY_SIZE`` would stop
+    an argument body short of ``MAX_ARGS_BYTES``), answers a larger one with a
+    JSON 413, and refuses nesting before the recursive ``json`` parser could
+    run out of stack. ``NaN`` and ``Infinity`` are not JSON and are refused.
+    """
+
+    media_type = "application/json"
+    renderer_class = JSONRenderer
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        context = parser_context or {}
+        limit = max_body_bytes()
+        request = context.get("request")
+        meta = getattr(request, "META", {})
+        try:
+            declared = int(meta.get("CONTENT_LENGTH") or 0)
+        except (TypeError, ValueError):
+            declared = 0
+        if declared > limit:
+            _too_large(limit)
+        data = stream.read(limit + 1) if stream is not None else b""
+        if len(data) > limit:
+            _too_large(limit)
+        encoding = context.get("encoding") or settings.DEFAULT_CHARSET
+        try:
+            # str.encode() refuses bytes-to-bytes codecs such as bz2_codec.
+            "".encode(encoding)
+            text = data.decode(encoding)
+        except (LookupError, UnicodeError) as exc:
+            raise ParseError(
+                _("The request body is not valid %(encoding)s text: %(error)s.")
+                % {"encoding": encoding, "error": exc}
+            ) from None
+        if json_nesting_exceeds(text, MAX_BODY_DEPTH):
+            raise ParseError(
+                _(
+                    "The request body nests arrays and objects more than %(depth)d levels deep; "
+                    "arguments may nest at most %(args)d."
+                )
+                % {"depth": MAX_BODY_DEPTH, "args": MAX_ARGS_DEPTH}
+            )
+        try:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ParseError(_("JSON parse error - %(error)s") % {"error": exc}) from None
 
 
 class ScheduledFunctionCursorPagination(CursorPagination):
     """Cursor pages: each page is one indexed range query, and nothing is counted.
 
-    ``?page_size=`` picks the size (at most 500). Follow ``next`` and
-    ``previous``; a cursor is only valid for the ordering it was made with.
+    ?page_size= picks the size (at most 500; a list row is at most a few
+    kilobytes, so a page stays within a few megabytes). Follow next and
+    previous; a cursor is only valid for the ordering it was made with.
     """
 
     ordering = ("-scheduled_time", "-id")
@@ -46,12 +219,13 @@ class ScheduledFunctionCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
-    def decode_cursor(self, request: Request):
+    def decode_cursor(self, request: Request) -> Any:
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             # The position is filtered on as is; a tampered one must be a 404,
             # not a database error.
-            field = ScheduledFunction._meta.get_field(self.ordering[0].lstrip("-"))
+            ordering = self.ordering[0] if isinstance(self.ordering, tuple) else self.ordering
+            field = ScheduledFunction._meta.get_field(str(ordering).lstrip("-"))
             try:
                 value = field.to_python(cursor.position)
                 if hasattr(value, "tzinfo"):
@@ -67,7 +241,9 @@ class ScheduledFunctionCursorPagination(CursorPagination):
 
 _ERRORS = {
     401: OpenApiResponse(description=_("Not authenticated.")),
-    403: OpenApiResponse(description=_("Not allowed (staff only by default), or CSRF failed.")),
+    403: OpenApiResponse(
+        description=_("Not allowed: the model permission is missing, or CSRF failed.")
+    ),
 }
 _NOT_FOUND = {404: OpenApiResponse(description=_("No scheduled function with this id."))}
 _BAD_REQUEST = {400: OpenApiResponse(description=_("Invalid input; the body names each field."))}
@@ -77,11 +253,13 @@ _BAD_REQUEST = {400: OpenApiResponse(description=_("Invalid input; the body name
     list=extend_schema(
         summary=_("List scheduled functions"),
         description=_(
-            "Newest scheduled first by default. Cursor-paginated: follow `next`; "
-            "the total is never counted."
+            "Newest scheduled first by default. Each row has a short preview of its "
+            "arguments and the first line of its error, with their sizes; the detail has "
+            "them in full. Cursor-paginated: follow `next`; the total is never counted. "
+            "Needs the view permission."
         ),
         responses={
-            200: ScheduledFunctionSerializer(many=True),
+            200: ScheduledFunctionSummarySerializer(many=True),
             **_BAD_REQUEST,
             **_ERRORS,
             404: OpenApiResponse(description=_("Invalid cursor.")),
@@ -89,6 +267,7 @@ _BAD_REQUEST = {400: OpenApiResponse(description=_("Invalid input; the body name
     ),
     retrieve=extend_schema(
         summary=_("Get a scheduled function"),
+        description=_("With its arguments and error in full. Needs the view permission."),
         responses={200: ScheduledFunctionSerializer, **_ERRORS, **_NOT_FOUND},
     ),
     create=extend_schema(
@@ -96,13 +275,21 @@ _BAD_REQUEST = {400: OpenApiResponse(description=_("Invalid input; the body name
         description=_(
             "Schedule a registered public function with `args`, after `delay_ms` "
             "milliseconds or at `run_at` (exactly one). Internal functions cannot be "
-            "scheduled here."
+            "scheduled here. Needs the add permission."
         ),
         request=ScheduleSerializer,
-        responses={201: ScheduledFunctionSerializer, **_BAD_REQUEST, **_ERRORS},
+        responses={
+            201: ScheduledFunctionSerializer,
+            **_BAD_REQUEST,
+            **_ERRORS,
+            413: OpenApiResponse(
+                description=_("The body is over MAX_ARGS_BYTES plus 64 KiB; the body says so.")
+            ),
+        },
     ),
 )
 class ScheduledFunctionViewSet(
+    _Guarded,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -110,13 +297,13 @@ class ScheduledFunctionViewSet(
 ):
     """Scheduled functions: list, retrieve, schedule, cancel.
 
-    Permissions come from ``CONVEX_SCHEDULER["API_PERMISSION_CLASSES"]`` (staff
-    only by default); authentication from the project's DRF settings.
+    Reading needs the view permission on scheduled functions, scheduling the
+    add permission and canceling the change permission, as in the admin.
     """
 
     queryset = ScheduledFunction.objects.all()
     serializer_class = ScheduledFunctionSerializer
-    parser_classes = [JSONParser]
+    parser_classes = [BoundedJSONParser]
     pagination_class = ScheduledFunctionCursorPagination
     filter_backends = [DjangoFilterBackend, TiebreakOrderingFilter]
     filterset_class = ScheduledFunctionFilterSet
@@ -124,12 +311,17 @@ class ScheduledFunctionViewSet(
     ordering = ["-scheduled_time", "-id"]
     lookup_value_regex = "[0-9]+"
 
-    def get_permissions(self) -> list[Any]:
-        return [permission() for permission in scheduler_settings.API_PERMISSION_CLASSES]
+    def get_queryset(self) -> QuerySet[ScheduledFunction]:
+        queryset = ScheduledFunction.objects.all()
+        if self.action == "list":
+            return with_previews(queryset)
+        return with_sizes(queryset)
 
     def get_serializer_class(self) -> type:
         if self.action == "create":
             return ScheduleSerializer
+        if self.action == "list":
+            return ScheduledFunctionSummarySerializer
         return ScheduledFunctionSerializer
 
     def get_object(self) -> ScheduledFunction:
@@ -141,19 +333,6 @@ class ScheduledFunctionViewSet(
             raise Http404 from None
         return super().get_object()
 
-    def perform_create(self, serializer: ScheduleSerializer) -> None:
-        data = serializer.validated_data
-        try:
-            pk = schedule_request(
-                data["function"],
-                data["args"],
-                delay_ms=data.get("delay_ms"),
-                run_at=data.get("run_at"),
-            )
-        except ScheduleRequestError as exc:
-            raise APIValidationError({exc.field: [exc.message]}) from None
-        serializer.instance = ScheduledFunction.objects.get(pk=pk)
-
     def get_success_headers(self, data: Any) -> dict[str, str]:
         return {"Location": self.reverse_action("detail", args=[data["id"]])}
 
@@ -162,15 +341,41 @@ class ScheduledFunctionViewSet(
         description=_(
             "A pending function will never run; a running action keeps running but what it "
             "schedules from now on is born canceled. A finished function is returned "
-            "unchanged."
+            "unchanged. Needs the change permission."
         ),
         request=None,
         responses={200: ScheduledFunctionSerializer, **_ERRORS, **_NOT_FOUND},
     )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
-        """``POST scheduled-functions/{id}/cancel/``."""
+        """Cancel this scheduled function: POST scheduled-functions/{id}/cancel/."""
         row = self.get_object()
         scheduler.cancel(row.pk)
-        row.refresh_from_db()
+        row = self.get_queryset().get(pk=row.pk)
         return Response(self.get_serializer(row).data, status=status.HTTP_200_OK)
+
+
+def only_scheduled_functions(endpoints: list[Any], **kwargs: Any) -> list[Any]:
+    """drf-spectacular preprocessing hook: keep this app's endpoints only."""
+    return [
+        endpoint
+        for endpoint in endpoints
+        if isinstance(getattr(endpoint[3], "cls", None), type)
+        and issubclass(endpoint[3].cls, ScheduledFunctionViewSet)
+    ]
+
+
+class ScheduledFunctionSchemaView(_Guarded, SpectacularAPIView):
+    """The OpenAPI 3 schema of this API, under the API's own permissions."""
+
+    queryset = ScheduledFunction.objects.none()
+    custom_settings = {
+        "PREPROCESSING_HOOKS": ["convex_scheduler.views.only_scheduled_functions"],
+    }
+
+
+class ScheduledFunctionDocsView(_Guarded, SpectacularSwaggerView):
+    """Swagger UI for this API's schema, under the API's own permissions."""
+
+    queryset = ScheduledFunction.objects.none()
+    url_name = "convex_scheduler:schema"

@@ -1,9 +1,8 @@
-"""The admin at ``/admin/``; the scheduler's REST API and its OpenAPI schema at ``/api/``."""
+"""The admin at ``/admin/``; the scheduler's REST API, its OpenAPI schema and docs at ``/api/``."""
 
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path(
@@ -11,6 +10,6 @@ urlpatterns = [
         RedirectView.as_view(url="/admin/convex_scheduler/scheduledfunction/", permanent=False),
     ),
     path("admin/", admin.site.urls),
+    # api/scheduled-functions/, api/schema/ and api/docs/, under the API's permissions.
     path("api/", include("convex_scheduler.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

@@ -1,11 +1,13 @@
 """The OpenAPI schema: valid, accurate, and honoured by the live API."""
 
 import io
+import json
 
 import pytest
 import schemathesis
 import yaml
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.test import Client
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +25,7 @@ from convex_scheduler import scheduler
 from . import functions
 
 SCHEMA_URL = "/api/schema/"
+DOCS_URL = "/api/docs/"
 
 
 def generate_schema():
@@ -55,7 +58,7 @@ def test_schema_describes_create_and_cancel_accurately(db):
     assert "tests.functions:increment" in functions_enum
     assert "tests:internal_increment" not in functions_enum
     assert "tests:internal_record" not in functions_enum
-    assert set(create["responses"]) == {"201", "400", "401", "403"}
+    assert set(create["responses"]) == {"201", "400", "401", "403", "413"}
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ScheduledFunction"
     }
@@ -80,14 +83,44 @@ def test_schema_describes_create_and_cancel_accurately(db):
         "completed_time_after",
         "completed_time_before",
     }
-    page = schema["components"]["schemas"]["PaginatedScheduledFunctionList"]
+    page = schema["components"]["schemas"]["PaginatedScheduledFunctionSummaryList"]
     assert "count" not in page["properties"]
+    # A list row previews the arguments and the error; the detail has them in full.
+    row = schema["components"]["schemas"]["ScheduledFunctionSummary"]["properties"]
+    assert {"args_preview", "args_size", "error_preview", "error_size"} <= set(row)
+    assert "args" not in row and "error" not in row
+    detail = schema["components"]["schemas"]["ScheduledFunction"]["properties"]
+    assert {"args", "args_size", "error", "error_size"} <= set(detail)
 
 
-def test_schema_is_served(client, db):
-    response = client.get(SCHEMA_URL, HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def test_schema_and_docs_are_served_under_the_apis_permission(client, db):
+    accept = {"HTTP_ACCEPT": "application/vnd.oai.openapi+json"}
+    assert client.get(SCHEMA_URL, **accept).status_code == 401
+    assert client.get(DOCS_URL).status_code == 401
+    user = get_user_model().objects.create_user("nobody", is_staff=True)
+    client.force_login(user)
+    assert client.get(SCHEMA_URL, **accept).status_code == 403
+    assert client.get(DOCS_URL).status_code == 403
+    user.user_permissions.add(Permission.objects.get(codename="view_scheduledfunction"))
+    response = client.get(SCHEMA_URL, **accept)
     assert response.status_code == 200
-    assert response.json()["paths"]["/api/scheduled-functions/"]
+    # This app's endpoints only, at the paths they are mounted on.
+    assert set(response.json()["paths"]) == {
+        "/api/scheduled-functions/",
+        "/api/scheduled-functions/{id}/",
+        "/api/scheduled-functions/{id}/cancel/",
+    }
+    docs = client.get(DOCS_URL)
+    assert docs.status_code == 200
+    assert SCHEMA_URL in docs.content.decode()
+
+
+def test_descriptions_are_plain_words_not_restructured_text(db):
+    schema = generate_schema()
+    text = json.dumps(schema)
+    assert "``" not in text
+    assert "_scheduled_functions" not in text
+    assert ":class:" not in text and ":func:" not in text
 
 
 # Property-based: every operation with generated input, against the live server.
@@ -113,12 +146,12 @@ def auth_headers(transactional_db):
 
 
 @pytest.fixture
-def api_schema(live_server, transactional_db):
+def api_schema(live_server, transactional_db, auth_headers):
     # Rows with small ids, so generated ids sometimes exist.
     for index in range(5):
         scheduler.run_after(1000 * index, functions.increment, {"name": f"n{index}"})
     scheduler.cancel(scheduler.run_after(0, functions.record))
-    return schemathesis.openapi.from_url(live_server.url + SCHEMA_URL)
+    return schemathesis.openapi.from_url(live_server.url + SCHEMA_URL, headers=auth_headers)
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)

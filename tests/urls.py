@@ -1,9 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # The API, its schema (api/schema/) and docs (api/docs/).
     path("api/", include("convex_scheduler.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]

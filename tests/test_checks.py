@@ -137,6 +137,8 @@ def test_w002_sqlite_without_immediate_transactions(settings):
     assert check_database() == []
 
 
+# Django 6.1's JSONField check asks SQLite whether it supports JSON.
+@pytest.mark.django_db
 @override_settings(CONVEX_SCHEDULER={"CONCURRENCY": 0})
 def test_check_command_fails_on_errors():
     with pytest.raises(SystemCheckError, match=r"convex_scheduler\.E002"):

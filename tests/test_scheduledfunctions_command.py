@@ -381,3 +381,18 @@ def test_known_database_is_used():
     pending = row()
     assert str(pending.pk) in run("list", "--database", "default")
     assert "state" in run("show", str(pending.pk), "--database", "default")
+
+
+@pytest.mark.parametrize(
+    "args", [["list"], ["show", "1"], ["cancel", "1"]], ids=["list", "show", "cancel"]
+)
+def test_before_migrate_says_run_migrate(args, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(connection.introspection, "table_names", lambda *a, **k: ["auth_user"])
+    with pytest.raises(
+        CommandError,
+        match=r"^Database 'default' has no scheduled functions table; "
+        r"run `python manage.py migrate` first\.$",
+    ):
+        run(*args)

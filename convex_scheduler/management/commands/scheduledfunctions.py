@@ -220,16 +220,20 @@ class Command(BaseCommand):
             self._cancel(using, options["id"], options["verbosity"])
 
     def _database(self, alias: str | None, default: str) -> str:
-        if alias is None:
-            return default
+        using = default if alias is None else alias
         try:
-            connections[alias]
+            connection = connections[using]
         except ConnectionDoesNotExist:
             known = ", ".join(repr(name) for name in connections)
             raise CommandError(
-                f"--database {alias!r} is not in DATABASES (known: {known})."
+                f"--database {using!r} is not in DATABASES (known: {known})."
             ) from None
-        return alias
+        if ScheduledFunction._meta.db_table not in connection.introspection.table_names():
+            raise CommandError(
+                f"Database {using!r} has no scheduled functions table; "
+                "run `python manage.py migrate` first."
+            )
+        return using
 
     def _list(self, using: str, options: dict[str, Any]) -> None:
         rows = ScheduledFunction.objects.using(using).order_by("-scheduled_time", "-id")

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from .models import ScheduledFunction
+
 logger = logging.getLogger("convex_scheduler")
 
 __all__ = ["ActionContext", "MutationContext"]
@@ -80,7 +82,9 @@ class ActionContext(FunctionContext):
 
     kind = FunctionKind.ACTION
 
-    def run_mutation(self, function: Callable[..., Any] | str, args: dict[str, Any] | None = None):
+    def run_mutation(
+        self, function: Callable[..., Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
         """Run a registered mutation now, in its own transaction, and return its result.
 
         Transient database errors are retried as for a scheduled mutation; a
@@ -98,13 +102,15 @@ class ActionContext(FunctionContext):
         )
 
 
-def _scheduled_function_model():
+def _scheduled_function_model() -> type[ScheduledFunction]:
     from .models import ScheduledFunction
 
     return ScheduledFunction
 
 
-def _call_mutation(action: ActionContext, func, name: str, args: dict[str, Any], attempt: int):
+def _call_mutation(
+    action: ActionContext, func: Callable[..., Any], name: str, args: dict[str, Any], attempt: int
+) -> Any:
     ctx = MutationContext(action.scheduled_function_id, name, attempt, on_behalf_of_action=True)
     with write_transaction(router.db_for_write(_scheduled_function_model())):
         return func(ctx, **args)

@@ -7,12 +7,14 @@ and says so, instead of overwriting what another process decided.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q
+from django.db.models.expressions import Combinable
 from django.db.models.options import Options
 from django.utils.translation import gettext_lazy as _
 
@@ -71,7 +73,9 @@ _insert_sql_cache: dict[tuple[str, str, bool], str] = {}
 
 
 class ScheduledFunctionQuerySet(models.QuerySet):
-    def insert_one(self, *, args_json: str, notify_channel: str | None = None, **values) -> int:
+    def insert_one(
+        self, *, args_json: str, notify_channel: str | None = None, **values: Any
+    ) -> int:
         """Insert one row with a statement compiled once per database; return its id.
 
         Scheduling is the hot path of every caller, so this skips the model
@@ -90,7 +94,7 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             sql = _insert_sql_cache[key] = _build_insert_sql(connection, meta, notify)
         params: list[Any] = []
         for name in _INSERT_FIELDS:
-            field = meta.get_field(name)
+            field = _concrete_field(meta, name)
             if name == "args":
                 params.append(args_json)
             else:
@@ -119,7 +123,7 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         # constraint), so this is a range scan on the queue index alone.
         return self.filter(next_run_time__lte=now).order_by("next_run_time", "id")
 
-    def expired(self, now: datetime, retention) -> ScheduledFunctionQuerySet:
+    def expired(self, now: datetime, retention: timedelta) -> ScheduledFunctionQuerySet:
         """Finished rows whose retention period is over."""
         return self.filter(completed_time__lt=now - retention)
 
@@ -133,7 +137,11 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         )
 
     def delete_expired(
-        self, now: datetime, retention, batch_size: int, max_batches: int | None = None
+        self,
+        now: datetime,
+        retention: timedelta,
+        batch_size: int,
+        max_batches: int | None = None,
     ) -> int:
         """Delete finished rows past retention in batches of ``batch_size``; return how many.
 
@@ -167,7 +175,9 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             attempts=F("attempts") + 1,
         )
 
-    def succeed(self, now: datetime, *, from_state: str, attempts: int | None = None) -> int:
+    def succeed(
+        self, now: datetime, *, from_state: str, attempts: int | Combinable | None = None
+    ) -> int:
         changes: dict[str, Any] = {
             "state": State.SUCCESS,
             "completed_time": now,
@@ -197,7 +207,7 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         """
         return self.filter(state=State.PENDING).update(next_run_time=until, attempts=attempts)
 
-    def fail_orphaned_actions(self, dead_worker_ids, now: datetime) -> int:
+    def fail_orphaned_actions(self, dead_worker_ids: Iterable[str], now: datetime) -> int:
         return self.filter(
             state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids)
         ).update(
@@ -208,18 +218,25 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         )
 
 
+def _concrete_field(meta: Options, name: str) -> models.Field:
+    field = meta.get_field(name)
+    assert isinstance(field, models.Field)  # every column we write is a concrete field
+    return field
+
+
 def _build_insert_sql(connection: BaseDatabaseWrapper, meta: Options, notify: bool) -> str:
-    def quote(name: str) -> str:
+    def quote(name: str | None) -> str:
+        assert name is not None  # tables and concrete columns always have names
         return quote_name(connection, name)
 
-    columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERT_FIELDS)
+    columns = ", ".join(quote(_concrete_field(meta, name).column) for name in _INSERT_FIELDS)
     placeholders = ", ".join(
         # psycopg sends the JSON text as text; the column wants jsonb.
         "%s::jsonb" if name == "args" and connection.vendor == "postgresql" else "%s"
         for name in _INSERT_FIELDS
     )
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
-    pk = quote(meta.pk.column)
+    pk = quote(_concrete_field(meta, "id").column)
     if notify:
         notify_sql = f"SELECT {pk}, pg_notify(%s, '') FROM inserted"
         return f"WITH inserted AS ({sql} RETURNING {pk}) {notify_sql}"

@@ -17,6 +17,7 @@ clock forward instead of sleeping::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from . import clock as _clock
@@ -38,7 +39,7 @@ class FakeClock:
         elif start.tzinfo is None:
             raise ValueError("FakeClock needs an aware datetime.")
         self.current = start
-        self._previous = None
+        self._previous: Callable[[], datetime] | None = None
         self._installed = False
 
     def now(self) -> datetime:
@@ -81,7 +82,7 @@ class FakeClock:
     def __enter__(self) -> FakeClock:
         return self.install()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.uninstall()
 
 

@@ -27,18 +27,19 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import close_old_connections, connections, router, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
+from django.dispatch import Signal
 
 from . import clock
 from .conf import poll_interval_for, scheduler_settings
 from .context import ActionContext, MutationContext
 from .exceptions import Transience, classify_error
-from .models import Kind, ScheduledFunction, SchedulerWorker, State
+from .models import Kind, ScheduledFunction, ScheduledFunctionQuerySet, SchedulerWorker, State
 from .registry import RegisteredFunction, registry
 from .signals import actions_orphaned, function_finished, function_retried, function_started
 from .transactions import full_jitter, write_transaction
@@ -152,7 +153,7 @@ class Worker:
         # Heartbeats of other workers are judged only after this worker has
         # itself reached the database for WORKER_TIMEOUT: after an outage that
         # stopped everyone's heartbeats, live workers get time to beat again.
-        self._healthy_since = time.monotonic()
+        self._healthy_since: float | None = time.monotonic()
 
     # Lifecycle -----------------------------------------------------------
 
@@ -407,6 +408,13 @@ class Worker:
             + f", polling every {self.poll_interval}s",
             " burst" if self.burst else "",
         )
+        if self.vendor != "sqlite" and settings.get("CONN_MAX_AGE") == 0:
+            logger.warning(
+                "DATABASES[%r]['CONN_MAX_AGE'] is 0: like a request, every claim opens a new "
+                "connection. Set it to None (or seconds) for the worker to keep its "
+                "connections; see 'Workers in production' in the docs.",
+                self.using,
+            )
 
     def _deregister(self) -> None:
         try:
@@ -632,7 +640,7 @@ class Worker:
             self._reserved -= reserved
             self._started += used
 
-    def _claim(self, now, limit: int) -> list[_Claimed]:
+    def _claim(self, now: datetime, limit: int) -> list[_Claimed]:
         return [
             _Claimed(*row)
             for row in ScheduledFunction.objects.using(self.using)
@@ -650,7 +658,7 @@ class Worker:
         )
         return _Claimed(*rows[0]) if rows else None
 
-    def _rows(self, pk: int):
+    def _rows(self, pk: int) -> ScheduledFunctionQuerySet:
         return ScheduledFunction.objects.using(self.using).filter(pk=pk)
 
     def _mutation_body(
@@ -779,7 +787,9 @@ class Worker:
         )
         return state if recorded else State.IN_PROGRESS
 
-    def _finished(self, claimed, state: str, error: str, attempt: int, started: float) -> None:
+    def _finished(
+        self, claimed: _Claimed, state: str, error: str, attempt: int, started: float
+    ) -> None:
         if state == State.SUCCESS:
             self.stats.succeeded += 1
         elif state == State.FAILED:
@@ -797,7 +807,9 @@ class Worker:
             duration=time.monotonic() - started,
         )
 
-    def _signal_retry(self, claimed, attempt, exc, delay, *, in_place) -> None:
+    def _signal_retry(
+        self, claimed: _Claimed, attempt: int, exc: BaseException, delay: float, *, in_place: bool
+    ) -> None:
         _send(
             function_retried,
             scheduled_function_id=claimed.id,
@@ -822,7 +834,7 @@ class Worker:
             logger.debug("closing a broken connection failed", exc_info=True)
 
 
-def _send(signal, **kwargs: Any) -> None:
+def _send(signal: Signal, **kwargs: Any) -> None:
     # A receiver that raises must not take the worker down with it.
     for receiver, result in signal.send_robust(sender=ScheduledFunction, **kwargs):
         if isinstance(result, Exception):

@@ -44,7 +44,7 @@ ensure_venv() {
         _venv_create || return 1
     fi
     local stamp="$VENV_DIR/.convex-requirements.sha256" wanted
-    wanted="$(cd "$REPO_DIR" && cat setup.cfg requirements-dev.txt | "$VENV_PYTHON" -c \
+    wanted="$(cd "$REPO_DIR" && cat setup.cfg requirements-dev.txt requirements-test.txt | "$VENV_PYTHON" -c \
         'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
         echo "Installing the project and its development tools into .venv (first run only)"

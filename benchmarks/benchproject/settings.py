@@ -38,6 +38,10 @@ if default["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif default["ENGINE"] == "django.db.backends.mysql":
     default["OPTIONS"] = {"charset": "utf8mb4", "isolation_level": "read committed"}
+elif default["ENGINE"] == "django.db.backends.postgresql":
+    # Django's documented psycopg 3 option: values travel as parameters
+    # instead of being rendered into the SQL text. Both targets get it.
+    default["OPTIONS"] = {"server_side_binding": True}
 DATABASES = {"default": default}
 
 if TARGET == "peer":

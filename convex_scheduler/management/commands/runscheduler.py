@@ -7,8 +7,10 @@ import logging
 import signal
 import sys
 import threading
+from types import FrameType
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from convex_scheduler.worker import Worker
 
@@ -43,7 +45,7 @@ class Command(BaseCommand):
         "the first signal finishes what is running, a second one exits at once."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--concurrency",
             type=positive_int,
@@ -76,7 +78,7 @@ class Command(BaseCommand):
             help="The database alias to use (default: the router's choice for writes).",
         )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
         worker = Worker(
             concurrency=options["concurrency"],
@@ -113,7 +115,7 @@ class Command(BaseCommand):
         if threading.current_thread() is not threading.main_thread():
             return {}
 
-        def on_signal(signum, frame):
+        def on_signal(signum: int, frame: FrameType | None) -> None:
             if worker.stopping:
                 logger.warning("second signal: exiting now")
                 worker.stop(force=True)

@@ -288,6 +288,39 @@ class ScheduledFunction(models.Model):
         default="",
         help_text=_("The worker running this action."),
     )
+    crashes = models.PositiveSmallIntegerField(
+        _("worker crashes"),
+        default=0,
+        help_text=_(
+            "How many times a worker process died while running it. A function that "
+            "crashed its worker runs alone, and fails after MAX_CRASHES."
+        ),
+    )
+    priority = models.SmallIntegerField(
+        _("priority"),
+        default=0,
+        help_text=_("Among rows due at once, higher runs first."),
+    )
+    pool = models.CharField(
+        _("pool"),
+        max_length=100,
+        blank=True,
+        default="",
+        help_text=_("The pool whose parallelism limit applies; empty for the default pool."),
+    )
+    result = models.JSONField(
+        _("result"),
+        null=True,
+        blank=True,
+        help_text=_("What the function returned, once it succeeded."),
+    )
+    cron = models.CharField(
+        _("cron"),
+        max_length=200,
+        null=True,
+        blank=True,
+        help_text=_("The cron whose tick this run is; empty for a function scheduled directly."),
+    )
 
     objects = ScheduledFunctionQuerySet.as_manager()
 
@@ -344,6 +377,24 @@ class SchedulerWorker(models.Model):
     )
     started_time = models.DateTimeField(_("started"))
     last_heartbeat = models.DateTimeField(_("last heartbeat"))
+    functions = models.JSONField(
+        _("functions"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "The names of the functions this worker has registered: rows of other names "
+            "are left for workers that know them."
+        ),
+    )
+    running = models.JSONField(
+        _("running"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "The ids of the mutations this worker is about to run; if it dies, "
+            "they are counted as having crashed it."
+        ),
+    )
 
     class Meta:
         verbose_name = _("scheduler worker")

@@ -68,6 +68,10 @@ _INSERT_FIELDS = (
     "error",
     "attempts",
     "owner",
+    "crashes",
+    "priority",
+    "pool",
+    "cron",
 )
 _insert_sql_cache: dict[tuple[str, str, bool], str] = {}
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from django.db import connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Q
+from django.db.models import ExpressionWrapper, F, Q
 from django.db.models.expressions import Combinable
+from django.db.models.functions import Now
 from django.db.models.options import Options
 from django.utils.translation import gettext_lazy as _
 
@@ -318,7 +319,9 @@ class ScheduledFunction(models.Model):
         blank=True,
         help_text=_("What the function returned, once it succeeded."),
     )
-    cron = models.CharField(
+    # NULL, not "": the unique (cron, scheduled_time) constraint must let the
+    # many rows that belong to no cron coexist, which NULLs do on every database.
+    cron = models.CharField(  # noqa: DJ001
         _("cron"),
         max_length=200,
         null=True,
@@ -363,6 +366,23 @@ class ScheduledFunction(models.Model):
         return self.state in FINISHED_STATES
 
 
+class SchedulerWorkerQuerySet(models.QuerySet):
+    def alive(self, timeout: float | None = None) -> SchedulerWorkerQuerySet:
+        """Workers whose last heartbeat is within ``WORKER_TIMEOUT`` of the database's clock.
+
+        The one liveness rule: the admin, the health command, the metrics and
+        the workers themselves all ask it. Database time, because machines'
+        clocks disagree.
+        """
+        from .conf import scheduler_settings
+
+        seconds = scheduler_settings.WORKER_TIMEOUT if timeout is None else timeout
+        cutoff = ExpressionWrapper(
+            Now() - timedelta(seconds=seconds), output_field=models.DateTimeField()
+        )
+        return self.filter(last_heartbeat__gte=cutoff)
+
+
 class SchedulerWorker(models.Model):
     """A running ``runscheduler`` process, kept alive by its heartbeat.
 
@@ -399,6 +419,8 @@ class SchedulerWorker(models.Model):
             "they are counted as having crashed it."
         ),
     )
+
+    objects = SchedulerWorkerQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("scheduler worker")

@@ -50,6 +50,9 @@ PASSWORD = "browser-test-password"
 HOUR_MS = 3_600_000
 CHANGELIST = reverse("admin:convex_scheduler_scheduledfunction_changelist")
 ADD = reverse("admin:convex_scheduler_scheduledfunction_add")
+REFUSED_PAGE = re.compile(
+    r"/admin/\S* - Failed to load resource: the server responded with a status of 40[03] "
+)
 
 
 def _missing_browser() -> list[str]:
@@ -252,10 +255,15 @@ class Browser:
             self.driver.set_window_size(size["width"], size["height"])
 
     def console_errors(self) -> list[str]:
+        # A refused form or page is a 400 or 403 by design (the admin answers
+        # invalid input with a 4xx); Chromium logs that status of the page
+        # itself as a failed resource. Anything else is an error.
         return [
             entry["message"]
             for entry in self.driver.get_log("browser")
-            if entry["level"] == "SEVERE" and "favicon.ico" not in entry["message"]
+            if entry["level"] == "SEVERE"
+            and "favicon.ico" not in entry["message"]
+            and not REFUSED_PAGE.search(entry["message"])
         ]
 
 
@@ -293,16 +301,29 @@ def staff(db):
     return get_user_model().objects.create_superuser(USERNAME, "admin@example.com", PASSWORD)
 
 
-def log_in(browser: Browser) -> None:
+def log_in(browser: Browser, username: str = USERNAME) -> None:
     """Open the admin, get sent to the login form, fill it in and land on the index."""
     browser.get(reverse("admin:index"))
     assert browser.path.startswith(reverse("admin:login")), browser.path
-    browser.element("#id_username").send_keys(USERNAME)
+    browser.element("#id_username").send_keys(username)
     browser.element("#id_password").send_keys(PASSWORD)
     browser.shot("login")
     browser.click_and_load(browser.element('#login-form input[type="submit"]'))
     assert browser.path == reverse("admin:index"), browser.path
-    assert browser.element("#user-tools strong").get_attribute("textContent") == USERNAME
+    assert browser.element("#user-tools strong").get_attribute("textContent") == username
+
+
+def staff_with(username: str, *actions: str):
+    """A staff user with only the named permissions on scheduled functions."""
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, password=PASSWORD, is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=[f"{action}_scheduledfunction" for action in actions]
+        )
+    )
+    return user
 
 
 def change_path(pk: int) -> str:
@@ -482,3 +503,68 @@ def test_cancel_from_the_detail_page(browser, staff):
         "pending",
     ]
     browser.shot("parent-after-cancel")
+
+
+def test_a_view_only_user_sees_no_cancel_button_and_no_schedule_form(browser, db):
+    staff_with("viewer", "view")
+    pending = scheduler.run_after(HOUR_MS, functions.increment, {"name": "waiting"})
+
+    log_in(browser, "viewer")
+    browser.get(CHANGELIST)
+    browser.hide_nav_sidebar()
+    # A read-only list: its title says so, and nothing offers to change a row.
+    assert browser.element("#content h1").text == "Scheduled functions"
+    assert browser.link(str(pending), within="#result_list")
+    assert not browser.elements(".object-tools a.addlink")
+    assert not browser.elements('select[name="action"]')
+    assert not browser.elements('input[name="_selected_action"]')
+    browser.shot("viewer-list")
+
+    browser.click_and_load(browser.link(str(pending), within="#result_list"))
+    assert browser.path == change_path(pending)
+    assert browser.detail_state() == "pending"
+    assert not browser.elements(".cs-cancel-button")
+    assert not browser.elements('input[name="_save"]')
+    # Times to the second.
+    scheduled = browser.element(".field-scheduled_at time").text
+    assert re.search(r"\d\d:\d\d:\d\d$", scheduled), scheduled
+    browser.shot("viewer-detail")
+
+    # The schedule form is refused outright.
+    browser.get(ADD)
+    assert not browser.elements("#scheduledfunction_schedule_form")
+    assert not browser.elements('input[name="_schedule"]')
+    assert "403" in browser.driver.page_source or "Forbidden" in browser.driver.page_source
+    browser.shot("viewer-schedule-refused")
+    assert state_of(pending) == State.PENDING
+
+
+def test_add_and_change_permissions_each_unlock_their_own_control(browser, db):
+    staff_with("scheduler", "view", "add")
+    staff_with("canceler", "view", "change")
+    pending = scheduler.run_after(HOUR_MS, functions.increment, {"name": "waiting"})
+
+    log_in(browser, "scheduler")
+    browser.get(CHANGELIST)
+    assert browser.elements(".object-tools a.addlink")
+    browser.get(change_path(pending))
+    assert not browser.elements(".cs-cancel-button")
+    browser.get(ADD)
+    options = [
+        option.get_attribute("value")
+        for option in browser.elements("#id_function option")
+        if option.get_attribute("value")
+    ]
+    # Internal functions need their own permission.
+    assert "tests.functions:increment" in options
+    assert "tests:internal_increment" not in options
+    browser.shot("scheduler-form")
+
+    browser.driver.delete_all_cookies()
+    log_in(browser, "canceler")
+    browser.get(CHANGELIST)
+    assert not browser.elements(".object-tools a.addlink")
+    browser.get(change_path(pending))
+    browser.click_and_load(browser.element("button.cs-cancel-button"))
+    assert browser.detail_state() == "canceled"
+    assert state_of(pending) == State.CANCELED

@@ -211,6 +211,17 @@ class RunAtField(serializers.Field):
         return value
 
 
+def _example_function(entries: list[Any]) -> str:
+    """A function the browsable API's example body (``args`` {}) can schedule as it is."""
+    for entry in entries:
+        try:
+            entry.bind_check({})
+        except SchedulingError:
+            continue
+        return str(entry.name)
+    return str(entries[0].name)
+
+
 class ScheduleSerializer(serializers.Serializer):
     """POST scheduled-functions/: a registered public function, its args, and when.
 
@@ -248,11 +259,11 @@ class ScheduleSerializer(serializers.Serializer):
         fields = super().get_fields()
         # Offer the public functions registered now, so the OpenAPI schema
         # lists them and the browsable API's example body is a valid request.
-        public = [entry.name for entry in registry.all() if not entry.internal]
-        if public:
+        entries = [entry for entry in registry.all() if not entry.internal]
+        if entries:
             fields["function"] = _FunctionNameField(
-                choices=public,
-                initial=public[0],
+                choices=[entry.name for entry in entries],
+                initial=_example_function(entries),
                 help_text=_FUNCTION_HELP,
                 error_messages={
                     "invalid_choice": _(

@@ -1,3 +1,4 @@
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -275,6 +276,68 @@ def test_detail_page_is_read_only_and_pretty_prints(admin_client, clock):
     response = admin_client.post(change_url(sid), {"state": "success", "name": "x"})
     assert response.status_code == 403
     assert ScheduledFunction.objects.get(pk=sid).state == State.PENDING
+
+
+def test_times_show_seconds_and_finished_rows_their_run_time(admin_client, clock):
+    clock.set(datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC))
+    sid = scheduler.run_after(1500, functions.increment, {"name": "a"})
+    ScheduledFunction.objects.filter(pk=sid).update(
+        state=State.SUCCESS,
+        next_run_time=None,
+        started_time=datetime(2030, 1, 2, 3, 4, 7, tzinfo=UTC),
+        completed_time=datetime(2030, 1, 2, 3, 4, 9, 500_000, tzinfo=UTC),
+    )
+    listing = text(admin_client.get(CHANGELIST))
+    assert "03:04:06</time>" in listing  # scheduled, to the second
+    assert "03:04:09</time>" in listing  # completed
+    assert "2.5 s" in listing  # run time
+    detail = text(admin_client.get(change_url(sid)))
+    assert 'datetime="2030-01-02T03:04:06.500000+00:00"' in detail
+    assert "Run time" in detail and "2.5 s" in detail
+
+
+def test_changelist_title_fits_a_read_only_list(admin_client, viewer_client):
+    for client in (admin_client, viewer_client):
+        html = text(client.get(CHANGELIST))
+        assert "<h1>Scheduled functions</h1>" in html
+        assert "to change" not in html and "to view" not in html
+
+
+def test_large_args_are_collapsed_cut_and_downloadable(admin_client, clock):
+    args = {"name": "x" * 100_000}
+    sid = scheduler.run_after(0, functions.increment, args)
+    html = text(admin_client.get(change_url(sid)))
+    assert '<details class="cs-large"><summary>97.7' in html
+    assert "first 65,536 characters are shown" in html
+    assert html.count("x" * 1000) < 70
+    download = admin_client.get(f"{CHANGELIST}{sid}/args.json")
+    assert download.status_code == 200
+    assert download["Content-Type"] == "application/json; charset=utf-8"
+    assert f"scheduled-function-{sid}-args.json" in download["Content-Disposition"]
+    assert json.loads(download.content) == args
+
+
+def test_long_errors_are_cut_and_downloadable(admin_client, clock):
+    sid = scheduler.run_after(0, functions.increment, {"name": "a"})
+    error = "E" * 70_000 + "\nthe end"
+    ScheduledFunction.objects.filter(pk=sid).update(
+        state=State.FAILED, next_run_time=None, completed_time=clock.now(), error=error
+    )
+    html = text(admin_client.get(change_url(sid)))
+    assert "the end" not in html
+    assert f"{CHANGELIST}{sid}/error.txt" in html
+    download = admin_client.get(f"{CHANGELIST}{sid}/error.txt")
+    assert download["Content-Type"] == "text/plain; charset=utf-8"
+    assert download.content.decode() == error
+
+
+def test_downloads_need_the_view_permission(db, clock):
+    sid = scheduler.run_after(0, functions.increment, {"name": "a"})
+    user = get_user_model().objects.create_user("nobody", is_staff=True)
+    client = Client()
+    client.force_login(user)
+    assert client.get(f"{CHANGELIST}{sid}/args.json").status_code == 403
+    assert client.get(f"{CHANGELIST}{sid}/error.txt").status_code == 403
 
 
 def test_detail_page_shows_the_error_escaped(admin_client, clock):

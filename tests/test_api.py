@@ -1,5 +1,7 @@
 import base64
+import html
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -696,3 +698,57 @@ def test_listing_query_count_does_not_grow_with_the_page(
         response = api.get(LIST_URL, {"page_size": 100})
     assert len(response.data["results"]) == 31
     assert json.loads(json.dumps(response.data))["results"][0]["parent"] == parent
+
+
+# Bounded rows: a list previews arguments and errors, the detail has them in full.
+
+
+def test_a_list_row_previews_args_and_the_first_line_of_the_error(api, clock):
+    pk = scheduler.run_after(0, functions.increment, {"name": "é" * 500})
+    ScheduledFunction.objects.filter(pk=pk).update(
+        state=State.FAILED,
+        next_run_time=None,
+        completed_time=clock.now(),
+        error="Traceback (most recent call last):\n  File ...\nValueError",
+    )
+    row = api.get(LIST_URL).data["results"][0]
+    assert "args" not in row and "error" not in row
+    assert row["args_preview"].startswith('{"name":')
+    assert len(row["args_preview"]) == 200
+    assert row["args_size"] >= 1000  # "é" is two bytes
+    assert row["error_preview"] == "Traceback (most recent call last):"
+    assert row["error_size"] == len(b"Traceback (most recent call last):\n  File ...\nValueError")
+
+    detail = api.get(detail_url(pk)).data
+    assert detail["args"] == {"name": "é" * 500}
+    assert detail["error"].endswith("ValueError")
+    assert detail["args_size"] == row["args_size"]
+    assert detail["error_size"] == row["error_size"]
+
+
+def test_a_row_without_error_has_an_empty_preview(api, clock):
+    scheduler.run_after(0, functions.increment, {"name": "a"})
+    row = api.get(LIST_URL).data["results"][0]
+    assert (row["args_preview"], row["error_preview"], row["error_size"]) == (
+        row["args_preview"],
+        "",
+        0,
+    )
+    assert json.loads(row["args_preview"]) == {"name": "a"}
+    assert row["args_size"] == len(row["args_preview"].encode())
+
+
+def test_the_browsable_apis_example_body_is_a_valid_request(api, clock):
+    page = api.get(LIST_URL, HTTP_ACCEPT="text/html").content.decode()
+    raw = re.search(r'<textarea[^>]*name="_content"[^>]*>(.*?)</textarea>', page, re.S)
+    assert raw, "no raw data form"
+    example = json.loads(html.unescape(raw.group(1)))
+    assert example["delay_ms"] == 0 and example["args"] == {}
+    response = post(api, LIST_URL, example)
+    assert response.status_code == 201, response.data
+
+
+def test_the_browsable_api_shows_no_restructured_text(api):
+    page = api.get(LIST_URL, HTTP_ACCEPT="text/html").content.decode()
+    assert "``" not in page
+    assert "_scheduled_functions" not in page

@@ -10,11 +10,12 @@ from __future__ import annotations
 import enum
 import inspect
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast, overload
 
 from .exceptions import SchedulingError
+from .typecheck import ArgumentTypeError, Checker, argument_checkers
 
 __all__ = [
     "FunctionKind",
@@ -27,6 +28,9 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: What the first parameter, the context, may be called (``_ctx`` when unused).
+CONTEXT_PARAMETER_NAMES = frozenset({"ctx", "_ctx"})
 
 
 class FunctionKind(enum.StrEnum):
@@ -41,15 +45,34 @@ class RegisteredFunction:
     internal: bool
     func: Callable[..., Any]
     signature: inspect.Signature
+    #: Parameter name → the checker of its annotation (``"**"`` for ``**kwargs``);
+    #: parameters that are not checked are absent. See :mod:`convex_scheduler.typecheck`.
+    arg_types: Mapping[str, Checker] = field(default_factory=dict)
 
     def bind_check(self, args: dict[str, Any]) -> None:
-        """Raise :class:`SchedulingError` unless ``fn(ctx, **args)`` would bind."""
+        """Raise :class:`SchedulingError` unless ``fn(ctx, **args)`` would bind and
+        every argument matches its parameter's annotation."""
         try:
             self.signature.bind(None, **args)
         except TypeError as exc:
             raise SchedulingError(
                 f"Arguments do not match the signature of {self.name!r} {self.signature}: {exc}."
             ) from None
+        if not self.arg_types:
+            return
+        extra = self.arg_types.get("**")
+        for key, value in args.items():
+            checker = self.arg_types.get(
+                key, extra if key not in self.signature.parameters else None
+            )
+            if checker is None:
+                continue
+            try:
+                checker.check(value, key)
+            except ArgumentTypeError as exc:
+                raise SchedulingError(
+                    f"Argument {exc.path!r} of {self.name!r} {exc.message}."
+                ) from None
 
 
 class FunctionRegistry:
@@ -79,7 +102,14 @@ class FunctionRegistry:
                 f"{name!r} must take the context as its first positional parameter: "
                 "def fn(ctx, ...)."
             )
-        entry = RegisteredFunction(name, kind, internal, func, signature)
+        if params[0].name not in CONTEXT_PARAMETER_NAMES:
+            raise TypeError(
+                f"{name!r} must take the context as its first positional parameter, "
+                f"named ctx: def fn(ctx, ...), not def fn({params[0].name}, ...). Arguments "
+                "are passed by keyword after it."
+            )
+        arg_types = argument_checkers(func, signature, name)
+        entry = RegisteredFunction(name, kind, internal, func, signature, arg_types)
         with self._lock:
             existing = self._functions.get(name)
             if existing is not None and _origin(existing.func) != _origin(func):

@@ -11,7 +11,12 @@ class ConvexSchedulerConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers  # noqa: F401  (register checks and signal receivers)
+        from .registry import registry
 
         # Like admin.autodiscover(): each installed app's ``functions`` module
         # registers its scheduled functions.
         autodiscover_modules("functions")
+        # Then each app's ``crons`` module declares its crons, which refer to
+        # those functions; workers apply them when they start.
+        autodiscover_modules("crons")
+        registry.mark_startup()

@@ -5,6 +5,7 @@ Every id is listed in ``docs/checks.rst``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Sequence
 from datetime import timedelta
@@ -26,6 +27,7 @@ _POSITIVE_INTS = (
     "CLEANUP_BATCH_SIZE",
     "CONCURRENCY",
     "BATCH_SIZE",
+    "MAX_CRASHES",
 )
 _POSITIVE_SECONDS = (
     "POLL_INTERVAL",
@@ -36,6 +38,7 @@ _POSITIVE_SECONDS = (
     "CONFLICT_BACKOFF_MAX",
     "UNAVAILABLE_BACKOFF_INITIAL",
     "UNAVAILABLE_BACKOFF_MAX",
+    "UNKNOWN_FUNCTION_TIMEOUT",
 )
 
 
@@ -105,6 +108,15 @@ def check_settings(
                 f"not {grace!r}.",
                 hint="The default is 30.0; 0 means running functions are not waited for.",
                 id="convex_scheduler.E008",
+            )
+        )
+    log_tracebacks = value.get("LOG_TRACEBACKS", DEFAULTS["LOG_TRACEBACKS"])
+    if not isinstance(log_tracebacks, bool):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['LOG_TRACEBACKS'] must be True or False, not {log_tracebacks!r}.",
+                hint="The default is True: a failed function's traceback is logged with it.",
+                id="convex_scheduler.E010",
             )
         )
     retention = value.get("RETENTION", DEFAULTS["RETENTION"])
@@ -186,3 +198,39 @@ def check_database(
                 )
             )
     return errors
+
+
+@register()
+def check_functions_reach_workers(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Functions registered by code that workers do not import at start-up.
+
+    ``runscheduler`` imports each installed app's ``functions`` module (and
+    what those import), not the URLconf or views. A function registered
+    only there can be scheduled by the web process, but no worker knows it.
+    """
+    from django.urls import get_resolver
+
+    from .registry import registry
+
+    # Import what the web process imports, so its registrations are seen.
+    # Django's own URL checks report a broken URLconf.
+    with contextlib.suppress(Exception):
+        get_resolver().url_patterns  # noqa: B018
+    late = [entry for entry in registry.all() if entry.name not in registry.startup_names]
+    return [
+        Warning(
+            f"The function {entry.name!r} ({entry.func.__module__}) was registered after "
+            "start-up, so workers will not know it.",
+            hint=(
+                "Define scheduled functions in an installed app's functions module (or a "
+                "module it imports); runscheduler imports only those. Rows of an unknown "
+                "function wait for a worker that knows it and fail after "
+                "UNKNOWN_FUNCTION_TIMEOUT."
+            ),
+            obj=entry.name,
+            id="convex_scheduler.W003",
+        )
+        for entry in late
+    ]

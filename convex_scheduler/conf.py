@@ -39,6 +39,14 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_TIMEOUT": 30.0,
     "SHUTDOWN_GRACE_PERIOD": 30.0,
     "STATUS_INTERVAL": 60.0,
+    # Poison isolation: a mutation whose run killed its worker process this
+    # many times is failed instead of run again.
+    "MAX_CRASHES": 3,
+    # A due row whose function no live worker has registered for this long
+    # (seconds) is failed; until then it waits for a worker that knows it.
+    "UNKNOWN_FUNCTION_TIMEOUT": 3600.0,
+    # Log a failed function's traceback with its WARNING line.
+    "LOG_TRACEBACKS": True,
     # Backoff for transient errors (seconds): conflicts retry in place, other
     # transient errors move the due time.
     "CONFLICT_BACKOFF_INITIAL": 0.1,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import router
+from django.db import connections, router, transaction
 
-from . import clock
+from . import clock, retry
 from .conf import scheduler_settings
 from .exceptions import SchedulingError, Transience, classify_error
 from .registry import FunctionKind, registry
 from .scheduler import Scheduler, _Running, validate_args
-from .transactions import full_jitter, write_transaction
+from .transactions import write_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,10 +121,9 @@ def run_with_retries(body: Callable[[int], Any], using: str) -> Any:
     Used by ``ctx.run_mutation``, which has no row whose due time could be
     moved, so every transient error is retried in place with full-jitter
     backoff: conflicts from ``CONFLICT_BACKOFF_INITIAL``, lost connections from
-    ``UNAVAILABLE_BACKOFF_INITIAL``.
+    ``UNAVAILABLE_BACKOFF_INITIAL``. A forced worker stop ends the wait, and
+    the last error is raised.
     """
-    from django.db import connections
-
     attempt = 0
     while True:
         attempt += 1
@@ -136,18 +134,28 @@ def run_with_retries(body: Callable[[int], Any], using: str) -> Any:
             if transience is Transience.PERMANENT:
                 raise
             if transience is Transience.CONFLICT:
-                delay = full_jitter(
+                delay = retry.full_jitter(
                     attempt,
                     scheduler_settings.CONFLICT_BACKOFF_INITIAL,
                     scheduler_settings.CONFLICT_BACKOFF_MAX,
                 )
             else:
-                if not connections[using].in_atomic_block:
-                    connections[using].close()
-                delay = full_jitter(
+                _drop_connection_unless_in_transaction(using)
+                delay = retry.full_jitter(
                     attempt,
                     scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
                     scheduler_settings.UNAVAILABLE_BACKOFF_MAX,
                 )
             logger.info("transient error, retrying in %.3fs: %s", delay, exc)
-            time.sleep(delay)
+            if retry.wait(delay):
+                raise
+
+
+def _drop_connection_unless_in_transaction(using: str) -> None:
+    connection = connections[using]
+    try:
+        inside = not transaction.get_autocommit(using=using)
+    except Exception:
+        inside = False
+    if not inside:
+        connection.close()

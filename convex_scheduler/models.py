@@ -24,6 +24,8 @@ from .compat import can_return_from_insert, quote_name
 
 #: The exact error an action gets when its worker died while running it.
 ORPHANED_ACTION_ERROR = "Transient error while executing action"
+#: The error of a mutation that killed its worker process ``MAX_CRASHES`` times.
+CRASHED_ERROR = "Worker process died while running this function ({crashes} times)"
 
 
 class State(models.TextChoices):
@@ -212,6 +214,29 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         """
         return self.filter(state=State.PENDING).update(next_run_time=until, attempts=attempts)
 
+    def record_crash(
+        self, now: datetime, *, retry_at: datetime, max_crashes: int
+    ) -> tuple[int, int]:
+        """Count a worker crash against the pending mutations among these rows.
+
+        Each gets one more crash and one more attempt and waits until
+        ``retry_at`` (so other rows run first); those that have now crashed
+        their worker ``max_crashes`` times fail. Returns ``(counted, failed)``.
+        """
+        counted = self.filter(state=State.PENDING, kind=Kind.MUTATION).update(
+            crashes=F("crashes") + 1, attempts=F("attempts") + 1, next_run_time=retry_at
+        )
+        failed = 0
+        poisoned = self.filter(state=State.PENDING, kind=Kind.MUTATION, crashes__gte=max_crashes)
+        for crashes in set(poisoned.values_list("crashes", flat=True)):
+            failed += poisoned.filter(crashes=crashes).update(
+                state=State.FAILED,
+                error=CRASHED_ERROR.format(crashes=crashes),
+                completed_time=now,
+                next_run_time=None,
+            )
+        return counted, failed
+
     def fail_orphaned_actions(self, dead_worker_ids: Iterable[str], now: datetime) -> int:
         return self.filter(
             state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids)
@@ -356,6 +381,9 @@ class ScheduledFunction(models.Model):
             ),
             models.CheckConstraint(condition=Q(state__in=State.values), name="cs_state_valid"),
             models.CheckConstraint(condition=Q(kind__in=Kind.values), name="cs_kind_valid"),
+            # One run per tick of a cron, whatever the number of workers. NULL
+            # crons (functions scheduled directly) never collide.
+            models.UniqueConstraint(fields=["cron", "scheduled_time"], name="cs_cron_tick_unique"),
         ]
 
     def __str__(self) -> str:
@@ -429,3 +457,157 @@ class SchedulerWorker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class CronSource(models.TextChoices):
+    """Where a cron was defined, and so who may change it."""
+
+    CODE = "code", _("code")
+    """Declared in an app's ``crons`` module: the code is the source of truth,
+    applied by each worker when it starts. Read-only in the admin."""
+    RUNTIME = "runtime", _("run time")
+    """Created with ``crons.register()`` or the admin; kept until deleted."""
+
+
+class ScheduleType(models.TextChoices):
+    """How a cron's ticks are computed."""
+
+    INTERVAL = "interval", _("interval")
+    """Every ``interval``, each tick counted from the previous tick."""
+    CRON = "cron", _("cron expression")
+    """The times a 5-field cron ``expression`` matches, in the cron's time zone."""
+
+
+class CronJobQuerySet(models.QuerySet):
+    def due(self, now: datetime) -> CronJobQuerySet:
+        """Crons with a tick at or before ``now``, earliest first.
+
+        ``next_tick`` is empty while a cron is paused or removed from code, so
+        this is a range scan on the ``next_tick`` index alone.
+        """
+        return self.filter(next_tick__lte=now).order_by("next_tick", "id")
+
+    def code(self) -> CronJobQuerySet:
+        return self.filter(source=CronSource.CODE)
+
+    def runtime(self) -> CronJobQuerySet:
+        return self.filter(source=CronSource.RUNTIME)
+
+    def active(self) -> CronJobQuerySet:
+        """Crons that still exist: every run-time cron, and the code crons still in code."""
+        return self.filter(removed_time__isnull=True)
+
+    def pause(self, now: datetime) -> int:
+        """Pause what is not paused yet: no more runs until resumed. Returns the count."""
+        return self.filter(paused=False).update(paused=True, next_tick=None, updated_time=now)
+
+
+class CronJob(models.Model):
+    """A recurring function: each tick of its schedule becomes one :class:`ScheduledFunction`.
+
+    The run of a tick is an ordinary scheduled function whose ``cron`` names
+    this cron and whose ``scheduled_time`` is the tick.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    function = models.CharField(_("function"), max_length=255)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    args = models.JSONField(_("arguments"), default=dict, blank=True)
+    schedule_type = models.CharField(
+        _("schedule type"), max_length=16, choices=ScheduleType.choices
+    )
+    interval = models.DurationField(
+        _("interval"),
+        null=True,
+        blank=True,
+        help_text=_("Time between two ticks, for an interval cron."),
+    )
+    expression = models.CharField(
+        _("cron expression"),
+        max_length=100,
+        blank=True,
+        default="",
+        help_text=_("Minute, hour, day of month, month and day of week, as in crontab."),
+    )
+    timezone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        help_text=_("The IANA time zone the expression is read in."),
+    )
+    source = models.CharField(_("source"), max_length=16, choices=CronSource.choices)
+    paused = models.BooleanField(_("paused"), default=False)
+    next_tick = models.DateTimeField(
+        _("next tick"),
+        null=True,
+        blank=True,
+        help_text=_("When the next run is due; empty while paused or removed from code."),
+    )
+    last_tick = models.DateTimeField(_("last tick"), null=True, blank=True)
+    # No database constraint: retention deletes finished runs.
+    last_run = models.ForeignKey(
+        ScheduledFunction,
+        verbose_name=_("last run"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    run_count = models.PositiveIntegerField(_("runs started"), default=0)
+    missed_count = models.PositiveIntegerField(
+        _("missed ticks"),
+        default=0,
+        help_text=_("Ticks skipped because no worker was running at the time."),
+    )
+    overlap_count = models.PositiveIntegerField(
+        _("overlapping ticks"),
+        default=0,
+        help_text=_("Ticks skipped because the previous run had not finished."),
+    )
+    created_time = models.DateTimeField(_("created"), default=clock.now)
+    updated_time = models.DateTimeField(_("updated"), default=clock.now)
+    removed_time = models.DateTimeField(
+        _("removed from code"),
+        null=True,
+        blank=True,
+        help_text=_("When a worker found this code cron gone from the code; it no longer runs."),
+    )
+
+    objects = CronJobQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("cron")
+        verbose_name_plural = _("crons")
+        ordering = ["name"]
+        indexes = [models.Index(fields=["next_tick"], name="cs_cron_next_tick_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(paused=False, removed_time__isnull=True, next_tick__isnull=False)
+                    | ((Q(paused=True) | Q(removed_time__isnull=False)) & Q(next_tick__isnull=True))
+                ),
+                name="cs_cron_next_tick_iff_active",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(schedule_type=ScheduleType.INTERVAL, interval__isnull=False, expression="")
+                    | (
+                        Q(schedule_type=ScheduleType.CRON, interval__isnull=True)
+                        & ~Q(expression="")
+                    )
+                ),
+                name="cs_cron_schedule_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(source__in=CronSource.values), name="cs_cron_source_valid"
+            ),
+            models.CheckConstraint(condition=Q(kind__in=Kind.values), name="cs_cron_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_code(self) -> bool:
+        return self.source == CronSource.CODE

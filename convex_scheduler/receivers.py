@@ -1,7 +1,9 @@
 """Log every lifecycle signal through the ``convex_scheduler`` logger.
 
-Transitions are logged at DEBUG (``runscheduler -v 2``), so nothing is
-printed per function at the default verbosity. Connected in ``AppConfig.ready``.
+Starts and successes are logged at DEBUG (``runscheduler -v 2``); a failure
+is logged at WARNING with its name, id and first line, and its traceback
+unless ``LOG_TRACEBACKS`` is off; retries at INFO; orphaned actions at
+WARNING. Connected in ``AppConfig.ready``.
 """
 
 import logging
@@ -9,6 +11,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
+from .conf import scheduler_settings
 from .signals import actions_orphaned, function_finished, function_retried, function_started
 
 logger = logging.getLogger("convex_scheduler")
@@ -35,8 +38,21 @@ def log_finished(
     duration: float,
     **kwargs: Any,
 ) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        first_line = error.splitlines()[0] if error else ""
+    first_line = error.splitlines()[0] if error else ""
+    if state == "failed":
+        detail = ""
+        if scheduler_settings.LOG_TRACEBACKS and "\n" in error:
+            detail = "\n" + error.split("\n", 1)[1].strip("\n")
+        logger.warning(
+            "function failed id=%s name=%s kind=%s duration=%.4fs error=%r%s",
+            scheduled_function_id,
+            name,
+            kind,
+            duration,
+            first_line,
+            detail,
+        )
+    elif logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "finished id=%s name=%s kind=%s state=%s duration=%.4fs%s",
             scheduled_function_id,

@@ -82,6 +82,7 @@ class FunctionRegistry:
         self._functions: dict[str, RegisteredFunction] = {}
         self._by_callable: dict[Callable[..., Any], RegisteredFunction] = {}
         self._lock = threading.Lock()
+        self.startup_names: frozenset[str] = frozenset()
 
     def register(
         self, func: Callable[..., Any], kind: FunctionKind, *, internal: bool, name: str | None
@@ -120,6 +121,16 @@ class FunctionRegistry:
             self._functions[name] = entry
             self._by_callable[func] = entry
         return entry
+
+    def mark_startup(self) -> None:
+        """Remember what is registered once apps are ready: what workers know.
+
+        Called by ``AppConfig.ready`` after the ``functions`` modules were
+        imported; the system check ``convex_scheduler.W003`` names functions
+        registered later (by views, say), which workers never import.
+        """
+        with self._lock:
+            self.startup_names = frozenset(self._functions)
 
     def get(self, name: str) -> RegisteredFunction | None:
         return self._functions.get(name)

@@ -1,9 +1,8 @@
-"""Transactions the scheduler opens itself, and the backoff between retries."""
+"""Transactions the scheduler opens itself."""
 
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator
 
 from django.db import connections, transaction
@@ -28,13 +27,3 @@ def write_transaction(using: str) -> Iterator[None]:
     else:
         with transaction.atomic(using=using):
             yield
-
-
-def full_jitter(attempt: int, initial: float, maximum: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): full-jitter exponential backoff.
-
-    A uniform draw from ``[0, min(maximum, initial * 2 ** (attempt - 1))]``,
-    which spreads colliding workers apart better than a fixed doubling.
-    """
-    ceiling = min(maximum, initial * (2 ** min(max(attempt - 1, 0), 60)))
-    return random.uniform(0, ceiling)

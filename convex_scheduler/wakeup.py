@@ -30,7 +30,7 @@ from django.db import connections, transaction
 
 from .compat import driver_connection
 from .exceptions import Transience, classify_error
-from .transactions import full_jitter
+from .retry import full_jitter
 
 logger = logging.getLogger("convex_scheduler")
 

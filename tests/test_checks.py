@@ -5,7 +5,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from convex_scheduler.checks import check_database, check_settings
+from convex_scheduler.checks import check_database, check_functions_reach_workers, check_settings
+from convex_scheduler.registry import registry
 
 
 def ids(messages):
@@ -51,6 +52,7 @@ def test_e003_positive_seconds(value):
         "CONFLICT_BACKOFF_MAX",
         "UNAVAILABLE_BACKOFF_INITIAL",
         "UNAVAILABLE_BACKOFF_MAX",
+        "UNKNOWN_FUNCTION_TIMEOUT",
     ],
 )
 def test_e003_every_seconds_setting(key):
@@ -160,3 +162,31 @@ def test_every_id_has_its_own_check_and_is_documented():
     docs = (Path(__file__).resolve().parent.parent / "docs" / "checks.rst").read_text()
     documented = set(re.findall(r"^``(convex_scheduler\.[EW]\d+)``$", docs, re.MULTILINE))
     assert documented == set(used)
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "3"])
+def test_e002_max_crashes(value):
+    with override_settings(CONVEX_SCHEDULER={"MAX_CRASHES": value}):
+        assert ids(check_settings()) == ["convex_scheduler.E002"]
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_e010_log_tracebacks_is_a_bool(value):
+    with override_settings(CONVEX_SCHEDULER={"LOG_TRACEBACKS": value}):
+        assert ids(check_settings()) == ["convex_scheduler.E010"]
+
+
+def test_w003_names_functions_registered_after_start_up():
+    assert check_functions_reach_workers() == []
+
+    def registered_by_a_view(ctx):
+        pass
+
+    registry.register(registered_by_a_view, "mutation", internal=False, name="views:late")
+    try:
+        (message,) = check_functions_reach_workers()
+    finally:
+        registry.unregister("views:late")
+    assert message.id == "convex_scheduler.W003"
+    assert "'views:late'" in message.msg
+    assert check_functions_reach_workers() == []

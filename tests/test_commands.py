@@ -84,12 +84,12 @@ def test_clearscheduledfunctions_usage_errors(flags, message):
 
 @pytest.mark.django_db(transaction=True)
 def test_runscheduler_fails_when_a_worker_thread_crashes(monkeypatch):
-    from convex_scheduler.worker import Worker
+    from convex_scheduler.worker.execution import Executor
 
-    def bug(self, now, limit):
+    def bug(self, limit):
         raise RuntimeError("a bug in the claim")
 
-    monkeypatch.setattr(Worker, "_claim", bug)
+    monkeypatch.setattr(Executor, "run_next", bug)
     with pytest.raises(CommandError, match="A worker thread crashed"):
         call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
 
@@ -99,21 +99,21 @@ def test_transient_claim_errors_back_off_with_the_default_poll_interval(monkeypa
     """The backoff after a failed claim must work when POLL_INTERVAL is None (the default)."""
     import sqlite3
 
-    from convex_scheduler.worker import Worker
+    from convex_scheduler.worker.execution import Executor
 
     settings.CONVEX_SCHEDULER = {"UNAVAILABLE_BACKOFF_INITIAL": 0.001}
     calls = []
-    original = Worker._claim
+    original = Executor._lock
 
-    def busy_once(self, now, limit):
+    def busy_once(self, ids, now):
         calls.append(now)
         if len(calls) == 1:
             error = sqlite3.OperationalError("database is locked")
             error.sqlite_errorcode = 5
             raise error
-        return original(self, now, limit)
+        return original(self, ids, now)
 
-    monkeypatch.setattr(Worker, "_claim", busy_once)
+    monkeypatch.setattr(Executor, "_lock", busy_once)
     scheduler.run_after(0, functions.increment, {"name": "k"})
     call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
     assert Counter.objects.get(name="k").value == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from convex_scheduler import scheduler
 from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, SchedulerWorker, State
@@ -96,10 +97,18 @@ def test_killed_mid_mutation_runs_again_and_applies_exactly_once(gate, tmp_path)
     assert not Counter.objects.filter(name="m", value__gt=0).exists()
 
     gate.unlink()
+    # The next worker counts the crash against the row, which waits out a
+    # short backoff (other rows would run meanwhile) and then runs alone.
     code, output = finish(start_worker("--burst"))
     assert code == 0, output
     row.refresh_from_db()
-    assert row.state == State.SUCCESS
+    assert (row.state, row.crashes, row.attempts) == (State.PENDING, 1, 1)
+    assert "counted as a crash" in output
+    wait_for(lambda: ScheduledFunction.objects.due(timezone.now()).exists(), "the backoff")
+    code, output = finish(start_worker("--burst"))
+    assert code == 0, output
+    row.refresh_from_db()
+    assert (row.state, row.attempts) == (State.SUCCESS, 2)
     assert Counter.objects.get(name="m").value == 1
 
 

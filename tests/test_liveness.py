@@ -55,9 +55,9 @@ def test_process_alive():
 
 def test_dead_process_on_this_host_is_detected_at_once(clock):
     worker = Worker(heartbeat=False)
-    register("dead-local", worker.hostname, dead_pid())
+    register("dead-local", worker.liveness.hostname, dead_pid())
     sid = running_action(clock, "dead-local")
-    assert worker.recover_orphaned_actions() == 1
+    assert worker.liveness.recover() == 1
     assert state(sid) == (State.FAILED, ORPHANED_ACTION_ERROR)
     assert not SchedulerWorker.objects.filter(pk="dead-local").exists()
 
@@ -71,21 +71,21 @@ def test_remote_worker_with_a_stale_heartbeat_is_dead_after_the_timeout(clock):
     live = running_action(clock, "remote-live")
 
     # Just connected (e.g. after an outage): heartbeats are not judged yet.
-    assert worker.recover_orphaned_actions() == 0
+    assert worker.liveness.recover() == 0
     assert state(stale)[0] == State.IN_PROGRESS
 
-    worker._healthy_since = time.monotonic() - 31
-    assert worker.recover_orphaned_actions() == 1
+    worker.liveness.healthy_since = time.monotonic() - 31
+    assert worker.liveness.recover() == 1
     assert state(stale) == (State.FAILED, ORPHANED_ACTION_ERROR)
     assert state(live) == (State.IN_PROGRESS, "")
 
 
 def test_a_worker_after_losing_the_database_does_not_judge_others(clock):
     worker = Worker(heartbeat=False)
-    worker._healthy_since = None  # its last heartbeat failed
+    worker.liveness.healthy_since = None  # its last heartbeat failed
     register("remote-stale", "another-machine", 1, heartbeat_age=timedelta(days=1))
     sid = running_action(clock, "remote-stale")
-    assert worker.recover_orphaned_actions() == 0
+    assert worker.liveness.recover() == 0
     assert state(sid)[0] == State.IN_PROGRESS
 
 
@@ -93,9 +93,9 @@ def test_live_local_worker_keeps_its_action(clock):
     import os
 
     worker = Worker(heartbeat=False)
-    register("live-local", worker.hostname, os.getppid() or 1)
+    register("live-local", worker.liveness.hostname, os.getppid() or 1)
     sid = running_action(clock, "live-local")
-    assert worker.recover_orphaned_actions() == 0
+    assert worker.liveness.recover() == 0
     assert state(sid)[0] == State.IN_PROGRESS
 
 
@@ -104,7 +104,7 @@ def test_status_line(caplog, clock):
     clock.advance(seconds=2.5)
     worker = Worker(heartbeat=False)
     with caplog.at_level(logging.INFO, logger="convex_scheduler"):
-        worker._log_status()
+        worker.log_status()
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status")]
     assert "succeeded=0 failed=0" in line
     assert "lag=2.500s" in line

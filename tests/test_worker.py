@@ -244,7 +244,10 @@ def test_default_limit_of_16_mib_of_arguments_per_mutation():
     assert "at most 16777216" in row(sid).error
 
 
-def test_unregistered_name_in_the_table_is_failed_not_imported(clock):
+def test_unregistered_name_waits_for_a_worker_that_knows_it_then_fails(clock, caplog):
+    """A rolling deploy: a row of a function this worker does not know is left
+    alone (never imported by name), warned about once, and failed only after
+    UNKNOWN_FUNCTION_TIMEOUT with no live worker knowing it."""
     sid = ScheduledFunction.objects.create(
         name="os:system",
         kind="mutation",
@@ -252,9 +255,47 @@ def test_unregistered_name_in_the_table_is_failed_not_imported(clock):
         scheduled_time=clock.now(),
         next_run_time=clock.now(),
     ).pk
+    known = scheduler.run_after(0, functions.increment, {"name": "k"})
+    run_due()  # one worker: one warning, however often it looks
+    assert row(sid).state == State.PENDING
+    assert row(known).state == State.SUCCESS
+    warnings = [r.getMessage() for r in caplog.records if "'os:system'" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "has not registered it" in warnings[0]
+
+    clock.advance(seconds=3599)
     run_due()
-    assert row(sid).state == State.FAILED
-    assert "No mutation is registered under the name 'os:system'" in row(sid).error
+    assert row(sid).state == State.PENDING
+    clock.advance(seconds=2)
+    run_due()
+    failed = row(sid)
+    assert failed.state == State.FAILED
+    assert "No live worker has registered the mutation 'os:system'" in failed.error
+    assert "UNKNOWN_FUNCTION_TIMEOUT" in failed.error
+
+
+def test_a_row_whose_function_another_live_worker_knows_is_never_failed(clock):
+    from django.db.models.functions import Now
+
+    from convex_scheduler.models import SchedulerWorker
+
+    SchedulerWorker.objects.create(
+        id="newer-deploy",
+        hostname="another-machine",
+        pid=1,
+        started_time=Now(),
+        last_heartbeat=Now(),
+        functions=["mutation:chat.functions:new_feature"],
+    )
+    sid = ScheduledFunction.objects.create(
+        name="chat.functions:new_feature",
+        kind="mutation",
+        scheduled_time=clock.now(),
+        next_run_time=clock.now(),
+    ).pk
+    clock.advance(hours=2)
+    run_due()
+    assert row(sid).state == State.PENDING
 
 
 def test_orphaned_action_of_a_vanished_worker_is_failed_with_the_exact_message(clock):

@@ -1,0 +1,21 @@
+"""The dispatch loop behind ``manage.py runscheduler``, one concern per module.
+
+* :mod:`.process`: the :class:`Worker` — runner threads, heartbeats,
+  wake-ups, ``--burst`` and ``--max-functions``, two-stage shutdown.
+* :mod:`.execution`: claiming due rows and running them — batches of
+  mutations in savepoints, single actions (sync or ``async def``), outcomes,
+  retries of transient errors.
+* :mod:`.liveness`: registration and heartbeats, and what happens to a dead
+  worker's work — orphaned actions, crashed mutations (poison isolation),
+  functions no live worker knows.
+
+The loop knows nothing of HTTP and talks to the database only through the
+ORM on the alias the router picks for :class:`ScheduledFunction`.
+"""
+
+from .execution import format_error, storable
+from .liveness import process_alive
+from .process import Worker
+from .stats import WorkerStats
+
+__all__ = ["Worker", "WorkerStats", "format_error", "process_alive", "storable"]

@@ -93,6 +93,14 @@ class FunctionRegistry:
             name = f"{func.__module__}:{func.__qualname__}"
         if not isinstance(name, str) or not name or len(name) > 255:
             raise TypeError("A function name must be a non-empty string of at most 255 characters.")
+        if kind == FunctionKind.MUTATION and (
+            inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        ):
+            raise TypeError(
+                f"{name!r} is an async def mutation. A mutation runs inside a database "
+                "transaction, which Django does not share with async code: make it a plain "
+                "def, or an @action (actions may be async def)."
+            )
         signature = inspect.signature(func)
         params = list(signature.parameters.values())
         if not params or params[0].kind not in (
@@ -215,3 +223,32 @@ internal_mutation = _decorator(FunctionKind.MUTATION, internal=True)
 internal_mutation.__doc__ = """Register a mutation that cannot be scheduled over the API."""
 internal_action = _decorator(FunctionKind.ACTION, internal=True)
 internal_action.__doc__ = """Register an action that cannot be scheduled over the API."""
+
+
+#: The registered names under which ``django.tasks`` tasks enqueued through
+#: :class:`convex_scheduler.tasks.SchedulerBackend` run: every worker knows them
+#: from start-up, and the row's arguments name the task to import.
+TASK_ACTION_NAME = "django.tasks:action"
+TASK_MUTATION_NAME = "django.tasks:mutation"
+
+
+def _run_task_action(
+    ctx: Any, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Run a ``django.tasks`` task as an action (``OPTIONS["run_as"] == "action"``)."""
+    from .tasks import run_task
+
+    run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
+
+
+def _run_task_mutation(
+    ctx: Any, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Run a ``django.tasks`` task as a mutation (``OPTIONS["run_as"] == "mutation"``)."""
+    from .tasks import run_task
+
+    run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
+
+
+internal_action(name=TASK_ACTION_NAME)(_run_task_action)
+internal_mutation(name=TASK_MUTATION_NAME)(_run_task_mutation)

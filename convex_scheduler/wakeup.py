@@ -1,4 +1,4 @@
-"""How an idle worker learns that a function became due.
+"""How scheduling tells idle workers that a function became due (the sending side).
 
 Scheduling something that is due within one poll wakes workers once the
 transaction commits (a rolled-back transaction wakes nobody):
@@ -12,6 +12,9 @@ transaction commits (a rolled-back transaction wakes nobody):
   on the same machine, through Unix sockets in a folder named after the
   database. Workers on other machines find the function at their next poll
   (one indexed query).
+
+The worker's receiving side (the NOTIFY listener and the doorbell socket)
+lives in :mod:`convex_scheduler.worker.listeners`.
 """
 
 from __future__ import annotations
@@ -21,16 +24,12 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from django.db import connections, transaction
-
-from .compat import driver_connection
-from .exceptions import Transience, classify_error
-from .retry import full_jitter
 
 logger = logging.getLogger("convex_scheduler")
 
@@ -59,17 +58,50 @@ def doorbell_dir(using: str) -> Path:
     return directory
 
 
+class UnsafeDoorbellDir(OSError):
+    """The doorbell folder is not a private folder of this user."""
+
+
+def check_private_dir(directory: Path) -> None:
+    """Refuse a doorbell folder that someone else could plant sockets or links in.
+
+    It must be a real folder (not a symlink), owned by this process's user,
+    with no access for group or others. Raises :class:`UnsafeDoorbellDir`.
+    """
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDoorbellDir(f"{directory} is not a folder (a symlink or a file is refused)")
+    if info.st_uid != os.geteuid():
+        raise UnsafeDoorbellDir(
+            f"{directory} belongs to user id {info.st_uid}, not to this process's "
+            f"({os.geteuid()}); remove it or run workers and web processes as one user"
+        )
+    if info.st_mode & 0o077:
+        raise UnsafeDoorbellDir(
+            f"{directory} has mode {stat.S_IMODE(info.st_mode):o}; only its owner may use it "
+            "(mode 700)"
+        )
+
+
 _sender: socket.socket | None = None
 _sender_lock = threading.Lock()
 
 
 def ring_doorbells(directory: Path) -> None:
-    """Send one datagram to every worker listening in ``directory``."""
+    """Send one datagram to every worker listening in ``directory``.
+
+    Only sockets directly in a private folder of this user are rung; symlinks
+    are never followed.
+    """
     global _sender
     try:
+        check_private_dir(directory)
         entries = list(os.scandir(directory))
-    except OSError:
+    except FileNotFoundError:
         return  # no worker on this machine
+    except OSError as exc:
+        logger.warning("not ringing local workers: %s", exc)
+        return
     if _sender is None:
         with _sender_lock:
             if _sender is None:
@@ -77,7 +109,7 @@ def ring_doorbells(directory: Path) -> None:
                 sender.setblocking(False)
                 _sender = sender
     for entry in entries:
-        if not entry.name.endswith(".sock"):
+        if not entry.name.endswith(".sock") or not _is_socket(entry):
             continue
         try:
             _sender.sendto(b"!", entry.path)
@@ -87,6 +119,13 @@ def ring_doorbells(directory: Path) -> None:
                 os.unlink(entry.path)
         except OSError:
             pass  # buffer full: that worker has wake-ups queued already
+
+
+def _is_socket(entry: os.DirEntry[str]) -> bool:
+    try:
+        return stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 class _Ring:
@@ -128,79 +167,3 @@ def ring_local_workers(using: str) -> None:
     if token is None or token[0]:
         token = tokens[using] = [False]
     transaction.on_commit(_Ring(using, token), using=using)
-
-
-class Listener(threading.Thread):
-    """Calls ``wake()`` whenever a NOTIFY arrives; reconnects with backoff."""
-
-    def __init__(self, using: str, wake: Callable[[], None], stopped: threading.Event) -> None:
-        super().__init__(name="convex-scheduler-listener", daemon=True)
-        self.using = using
-        self.wake = wake
-        self.stopped = stopped
-
-    def run(self) -> None:
-        failures = 0
-        try:
-            while not self.stopped.is_set():
-                try:
-                    self._listen()
-                except Exception as exc:
-                    if classify_error(exc) is Transience.PERMANENT:
-                        logger.exception("the NOTIFY listener failed; polling only")
-                        return
-                    failures += 1
-                    logger.warning("NOTIFY listener lost its connection: %s", exc)
-                    self._close()
-                    self.stopped.wait(full_jitter(failures, 0.5, 10.0))
-                    continue
-        finally:
-            self._close()
-
-    def _listen(self) -> None:
-        connection = connections[self.using]
-        with connection.cursor() as cursor:
-            cursor.execute(f"LISTEN {CHANNEL}")
-        # Anything that became due while we were not listening.
-        self.wake()
-        raw = driver_connection(connection)
-        while not self.stopped.is_set():
-            for _ in raw.notifies(timeout=0.5, stop_after=1):
-                self.wake()
-
-    def _close(self) -> None:
-        try:
-            connections[self.using].close()
-        except Exception:
-            logger.debug("closing the listener connection failed", exc_info=True)
-
-
-class Doorbell(threading.Thread):
-    """Calls ``wake()`` whenever a scheduler on this machine rings this worker."""
-
-    def __init__(
-        self, directory: Path, name: str, wake: Callable[[], None], stopped: threading.Event
-    ) -> None:
-        super().__init__(name="convex-scheduler-doorbell", daemon=True)
-        self.path = directory / f"{name}.sock"
-        self.wake = wake
-        self.stopped = stopped
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        directory.mkdir(mode=0o700, exist_ok=True)
-        self.sock.bind(str(self.path))
-        self.sock.settimeout(0.5)
-
-    def run(self) -> None:
-        try:
-            while not self.stopped.is_set():
-                try:
-                    self.sock.recv(64)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                self.wake()
-        finally:
-            self.sock.close()
-            with contextlib.suppress(OSError):
-                self.path.unlink()

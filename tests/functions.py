@@ -9,6 +9,7 @@ from django.db.models import F
 
 from convex_scheduler import action, internal_action, internal_mutation, mutation, scheduler
 
+from . import poison  # noqa: F401  (registers the misbehaving functions)
 from .models import ActionRun, Counter
 
 
@@ -197,3 +198,13 @@ def campaign_action(ctx, key: str, work_ms: int = 0, fail: bool = False) -> None
         time.sleep(work_ms / 1000)
     if fail:
         raise RuntimeError(f"campaign failure {key}")
+
+
+# Crons (tests/crons.py and tests/test_crons*.py).
+
+
+@mutation
+def cron_tick(ctx, name: str) -> None:
+    """Counts the runs of a cron and records which tick each one was."""
+    bump(name)
+    ActionRun.objects.create(scheduled_function_id=ctx.scheduled_function_id, label=name)

@@ -32,7 +32,7 @@ def test_runscheduler_max_functions():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--concurrency", "0"], "must be 1 or more"),
+        (["--concurrency", "0"], "must be between 1 and 1024"),
         (["--concurrency", "two"], "'two' is not a whole number"),
         (["--interval", "0"], "must be more than 0 seconds"),
         (["--interval", "soon"], "'soon' is not a number of seconds"),

@@ -5,7 +5,8 @@ import pytest
 from django.db import connection, transaction
 
 from convex_scheduler import scheduler, wakeup
-from convex_scheduler.wakeup import Doorbell, ring_doorbells
+from convex_scheduler.wakeup import ring_doorbells
+from convex_scheduler.worker.listeners import Doorbell
 
 from . import functions
 
@@ -108,3 +109,61 @@ def test_postgresql_notifies_on_commit_only_for_what_is_due_soon():
         assert received() == []  # folded to one per transaction
     finally:
         listener.close()
+
+
+def test_a_doorbell_folder_others_can_enter_is_refused(tmp_path):
+    from convex_scheduler.wakeup import UnsafeDoorbellDir, check_private_dir
+
+    folder = tmp_path / "bells"
+    folder.mkdir(mode=0o700)
+    check_private_dir(folder)
+    folder.chmod(0o777)
+    with pytest.raises(UnsafeDoorbellDir, match="mode 777"):
+        check_private_dir(folder)
+    with pytest.raises(UnsafeDoorbellDir, match="mode 777"):
+        Doorbell(folder, "worker-1", lambda: None, threading.Event())
+
+
+def test_a_symlinked_doorbell_folder_is_refused(tmp_path):
+    from convex_scheduler.wakeup import UnsafeDoorbellDir, check_private_dir
+
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(UnsafeDoorbellDir, match="not a folder"):
+        check_private_dir(link)
+
+
+def test_a_doorbell_folder_of_another_user_is_refused(tmp_path, monkeypatch):
+    import os
+
+    from convex_scheduler.wakeup import UnsafeDoorbellDir, check_private_dir
+
+    folder = tmp_path / "bells"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(folder).st_uid + 1)
+    with pytest.raises(UnsafeDoorbellDir, match="belongs to user id"):
+        check_private_dir(folder)
+
+
+def test_ringing_never_follows_symlinks_and_skips_unsafe_folders(tmp_path, caplog):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "victim.sock"
+    victim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    victim.bind(str(target))
+    victim.setblocking(False)
+    folder = tmp_path / "bells"
+    folder.mkdir(mode=0o700)
+    (folder / "planted.sock").symlink_to(target)
+    try:
+        ring_doorbells(folder)
+        with pytest.raises(BlockingIOError):
+            victim.recv(64)  # nothing arrived through the link
+        assert (folder / "planted.sock").is_symlink()  # and it was not touched
+        folder.chmod(0o755)
+        ring_doorbells(folder)
+        assert "not ringing local workers" in caplog.text
+    finally:
+        victim.close()

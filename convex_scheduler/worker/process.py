@@ -13,8 +13,9 @@ from .. import clock, retry
 from ..conf import poll_interval_for, scheduler_settings
 from ..exceptions import Transience, classify_error
 from ..models import ScheduledFunction
-from ..wakeup import Doorbell, Listener, doorbell_dir, supports_notify
+from ..wakeup import doorbell_dir, supports_notify
 from .execution import Executor, Outcome
+from .listeners import Doorbell, Listener
 from .liveness import Liveness, close_connection
 from .stats import WorkerStats
 

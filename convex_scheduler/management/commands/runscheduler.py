@@ -10,8 +10,11 @@ import threading
 from types import FrameType
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connections
 
+from convex_scheduler.models import ScheduledFunction, SchedulerWorker
 from convex_scheduler.worker import Worker
 
 logger = logging.getLogger("convex_scheduler")
@@ -26,6 +29,21 @@ def positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+MAX_CONCURRENCY = 1024
+
+
+def concurrency(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {MAX_CONCURRENCY}, not {number}"
+        )
     return number
 
 
@@ -48,7 +66,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--concurrency",
-            type=positive_int,
+            type=concurrency,
             default=None,
             help="How many functions run at once (default: the CONCURRENCY setting).",
         )
@@ -79,17 +97,31 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"]
+        if using is not None and using not in settings.DATABASES:
+            raise CommandError(
+                f"{using!r} is not a database alias; DATABASES has "
+                f"{', '.join(map(repr, settings.DATABASES))}."
+            )
         self._configure_logging(options["verbosity"])
         worker = Worker(
             concurrency=options["concurrency"],
             poll_interval=options["interval"],
             burst=options["burst"],
             max_functions=options["max_functions"],
-            using=options["database"],
+            using=using,
         )
         previous = self._install_signal_handlers(worker)
         try:
             stats = worker.run()
+        except DatabaseError as exc:
+            missing = _missing_tables(worker.using)
+            if missing:
+                raise CommandError(
+                    f"The scheduler's tables ({', '.join(missing)}) are missing from database "
+                    f"{worker.using!r}: run `python manage.py migrate`."
+                ) from exc
+            raise
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -131,3 +163,12 @@ class Command(BaseCommand):
             previous[signal.SIGQUIT] = signal.getsignal(signal.SIGQUIT)
             signal.signal(signal.SIGQUIT, lambda signum, frame: worker.stop(force=True))
         return previous
+
+
+def _missing_tables(using: str) -> list[str]:
+    try:
+        existing = set(connections[using].introspection.table_names())
+    except DatabaseError:
+        return []
+    tables = (ScheduledFunction._meta.db_table, SchedulerWorker._meta.db_table)
+    return [table for table in tables if table not in existing]

@@ -25,17 +25,19 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.options import (
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    TO_FIELD_VAR,
+    IncorrectLookupParameters,
+)
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import (
     ALL_VAR,
     ERROR_FLAG,
-    IS_FACETS_VAR,
-    IS_POPUP_VAR,
     ORDER_VAR,
     PAGE_VAR,
     SEARCH_VAR,
-    TO_FIELD_VAR,
     ChangeList,
 )
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
@@ -51,14 +53,14 @@ from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from . import clock
 from .conf import scheduler_settings
 from .exceptions import SchedulingError
 from .forms import ScheduleForm
-from .models import ScheduledFunction, SchedulerWorker, State
+from .models import ScheduledFunction, ScheduledFunctionQuerySet, SchedulerWorker, State
 from .registry import registry
 from .scheduler import parse_id, scheduler
 from .serializers import OctetLength
@@ -94,7 +96,8 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        counted = self.object_list.order_by()[: COUNT_CAP + 1].count()
+        queryset: QuerySet = self.object_list  # type: ignore[assignment]  # the admin pages querysets
+        counted = queryset.order_by()[: COUNT_CAP + 1].count()
         self.truncated = counted > COUNT_CAP
         return min(counted, COUNT_CAP)
 
@@ -104,7 +107,7 @@ class ScheduledFunctionChangeList(ChangeList):
         super().__init__(*args, **kwargs)
         # Rows are read-only: "Select scheduled function to change" would mislead.
         if not self.is_popup:
-            self.title = capfirst(self.opts.verbose_name_plural)
+            self.title = str(capfirst(self.opts.verbose_name_plural))
 
     def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
         # Arguments may be megabytes per row; the list never shows them.
@@ -132,7 +135,7 @@ class RegisteredNameFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
         return [(entry.name, entry.name) for entry in registry.all()]
 
-    def queryset(self, request: HttpRequest, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
         if value:
             return queryset.filter(name=value)
@@ -166,13 +169,13 @@ def _date_hierarchy_problem(field: str, params: dict[str, str]) -> str | None:
     year, month, day = (params.get(f"{field}__{part}") for part in ("year", "month", "day"))
     if year is None:
         if month is not None or day is not None:
-            return _("%(field)s__month and __day need %(field)s__year.") % {"field": field}
+            return gettext("%(field)s__month and __day need %(field)s__year.") % {"field": field}
         return None
     if day is not None and month is None:
-        return _("%(field)s__day needs %(field)s__month.") % {"field": field}
+        return gettext("%(field)s__day needs %(field)s__month.") % {"field": field}
     parts = [(year, 4), (month or "1", 2), (day or "1", 2)]
     if not all(value.isascii() and value.isdigit() and len(value) <= n for value, n in parts):
-        return _("A year, month and day are numbers, e.g. ?%(field)s__year=2030.") % {
+        return gettext("A year, month and day are numbers, e.g. ?%(field)s__year=2030.") % {
             "field": field
         }
     try:
@@ -186,7 +189,7 @@ def _date_hierarchy_problem(field: str, params: dict[str, str]) -> str | None:
         for bound in (start, end):
             timezone.make_aware(bound).astimezone(UTC)
     except (OverflowError, ValueError):
-        return _("There is no such date, or it is too near the years 1 or 9999.")
+        return gettext("There is no such date, or it is too near the years 1 or 9999.")
     return None
 
 
@@ -318,20 +321,20 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         hierarchy = {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}
         for key, values in request.GET.lists():
             if "\x00" in key or any("\x00" in value for value in values):
-                return _("The query string contains a NUL character.")
+                return gettext("The query string contains a NUL character.")
             if key == TO_FIELD_VAR:
                 if not all(self.to_field_allowed(request, value) for value in values):
-                    return _("%(param)s may only name the id.") % {"param": TO_FIELD_VAR}
+                    return gettext("%(param)s may only name the id.") % {"param": TO_FIELD_VAR}
                 continue
             if key in self.LIST_PARAMETERS or key in hierarchy:
                 continue
             if key not in self.FILTER_PARAMETERS:
-                return _(
+                return gettext(
                     "Unknown filter %(param)s. Filter with the choices beside the list: "
                     "state, kind, function, the dates above it, or a search."
                 ) % {"param": repr(key[:100])}
             if key.startswith("parent") and not all(_is_id(value) for value in values):
-                return _("%(param)s must be a scheduled function id.") % {"param": key}
+                return gettext("%(param)s must be a scheduled function id.") % {"param": key}
         params = {key: request.GET[key] for key in hierarchy if key in request.GET}
         return _date_hierarchy_problem(str(self.date_hierarchy), params)
 
@@ -344,13 +347,16 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                 continue
             if name in (self.actions or ()):
                 return _Refused(
-                    _("You do not have permission to %(action)s.") % {"action": name}, 403
+                    gettext("You do not have permission to %(action)s.") % {"action": name}, 403
                 )
-            return _Refused(_("There is no action %(action)s.") % {"action": repr(name[:100])})
+            return _Refused(
+                gettext("There is no action %(action)s.") % {"action": repr(name[:100])}
+            )
         for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
             if not _is_id(value):
                 return _Refused(
-                    _("%(value)s is not a scheduled function id.") % {"value": repr(value[:100])}
+                    gettext("%(value)s is not a scheduled function id.")
+                    % {"value": repr(value[:100])}
                 )
         return None
 
@@ -358,14 +364,14 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         """The admin page for a refused input: its status and what was wrong."""
         context = {
             **self.admin_site.each_context(request),
-            "title": _("Bad request") if refusal.status < 403 else _("Not allowed"),
+            "title": gettext("Bad request") if refusal.status < 403 else gettext("Not allowed"),
             "subtitle": None,
             "message": refusal.message,
             "opts": self.opts,
             "has_view_permission": self.has_view_permission(request),
         }
         if refusal.status == 413:
-            context["title"] = _("Request too large")
+            context["title"] = gettext("Request too large")
         return TemplateResponse(
             request,
             "admin/convex_scheduler/scheduledfunction/refused.html",
@@ -379,11 +385,13 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         except IncorrectLookupParameters as exc:
             # Django redirects to ?e=1 and then shows "Database error"; say what was wrong.
             raise _Refused(
-                _("The list cannot show this page or filter: %(error)s")
-                % {"error": exc or _("invalid parameters")}
+                gettext("The list cannot show this page or filter: %(error)s")
+                % {"error": exc or gettext("invalid parameters")}
             ) from None
 
-    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
         term = search_term.strip()
         if not term:
             return queryset, False
@@ -441,10 +449,9 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             response = super().changelist_view(request, extra_context)
         except _Refused as refusal:
             return self.refused(request, refusal)
-        if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
-            response.context_data["cs_date_hierarchy"] = self.date_hierarchy_choices(
-                response.context_data["cl"]
-            )
+        context = response.context_data if isinstance(response, TemplateResponse) else None
+        if context is not None and "cl" in context:
+            context["cs_date_hierarchy"] = self.date_hierarchy_choices(context["cl"])
         return response
 
     def _check_changelist_input(self, request: HttpRequest) -> None:
@@ -454,10 +461,10 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             if request.method == "POST" and "_save" not in request.POST:
                 action = self._action_problem(request)
         except TooManyFieldsSent:
-            raise _Refused(_("Too many parameters; select fewer rows at a time.")) from None
+            raise _Refused(gettext("Too many parameters; select fewer rows at a time.")) from None
         except RequestDataTooBig:
             raise _Refused(
-                _("The request is too large; select fewer rows at a time."), 413
+                gettext("The request is too large; select fewer rows at a time."), 413
             ) from None
         if problem:
             raise _Refused(problem)
@@ -552,7 +559,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         }
 
     @admin.action(permissions=["change"], description=_("Cancel selected scheduled functions"))
-    def cancel_selected(self, request: HttpRequest, queryset) -> None:
+    def cancel_selected(self, request: HttpRequest, queryset: ScheduledFunctionQuerySet) -> None:
         canceled = queryset.cancel(clock.now())
         self.message_user(
             request,
@@ -595,7 +602,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         download = format_html(
             '<a class="cs-download" href="{}" download>{}</a>',
             self._download_url(obj.pk, "args"),
-            _("Download the arguments as JSON (%(size)s)") % {"size": filesizeformat(size)},
+            gettext("Download the arguments as JSON (%(size)s)") % {"size": filesizeformat(size)},
         )
         if size <= PRETTY_MAX_BYTES:
             pretty = json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False)
@@ -603,9 +610,9 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                 return format_html('<pre class="cs-pre">{}</pre>{}', pretty, download)
         cut = size > len(text.encode())
         summary = (
-            _("%(size)s of arguments; the first %(chars)s characters are shown")
+            gettext("%(size)s of arguments; the first %(chars)s characters are shown")
             if cut
-            else _("%(size)s of arguments")
+            else gettext("%(size)s of arguments")
         ) % {
             "size": filesizeformat(size),
             "chars": formats.number_format(len(text), force_grouping=True),
@@ -632,7 +639,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             '<a class="cs-download" href="{}" download>{}</a>',
             text,
             self._download_url(obj.pk, "error"),
-            _("Download the whole error (%(size)s)") % {"size": filesizeformat(size)},
+            gettext("Download the whole error (%(size)s)") % {"size": filesizeformat(size)},
         )
 
     def _download_url(self, pk: int, part: str) -> str:
@@ -708,13 +715,21 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             current_app=self.admin_site.name,
         )
 
-    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
         context["can_cancel"] = (
             obj is not None and obj.state in _ACTIVE_STATES and self.may_cancel(request)
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def get_urls(self):
+    def get_urls(self) -> list[Any]:
         info = self.opts.app_label, self.opts.model_name
         return [
             path(
@@ -745,17 +760,19 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         obj = self.get_object(request, object_id)
         if obj is None:
-            raise Http404(_("No scheduled function with this id."))
+            raise Http404(gettext("No scheduled function with this id."))
         was_active = obj.state in _ACTIVE_STATES
         scheduler.cancel(obj.pk)
         obj.refresh_from_db()
         if was_active and obj.state == State.CANCELED:
             self.log_change(request, obj, [{"changed": {"fields": ["state"]}}])
-            self.message_user(request, _("Canceled %(obj)s.") % {"obj": obj}, messages.SUCCESS)
+            self.message_user(
+                request, gettext("Canceled %(obj)s.") % {"obj": obj}, messages.SUCCESS
+            )
         else:
             self.message_user(
                 request,
-                _("%(obj)s has already finished; nothing changed.") % {"obj": obj},
+                gettext("%(obj)s has already finished; nothing changed.") % {"obj": obj},
                 messages.WARNING,
             )
         return redirect(self._change_url(obj.pk))
@@ -776,7 +793,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                 return self.refused(
                     request,
                     _Refused(
-                        _(
+                        gettext(
                             "The form is larger than this site accepts "
                             "(DATA_UPLOAD_MAX_MEMORY_SIZE); schedule large arguments from code "
                             "or over the REST API."
@@ -785,7 +802,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                     ),
                 )
             except TooManyFieldsSent:
-                return self.refused(request, _Refused(_("The form has too many fields.")))
+                return self.refused(request, _Refused(gettext("The form has too many fields.")))
             form = ScheduleForm(data, allow_internal=allow_internal)
             # Invalid input is a 400, with the form and its errors.
             status = 400
@@ -795,20 +812,24 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
                     obj = ScheduledFunction.objects.get(pk=pk)
                     self.log_addition(request, obj, [{"added": {}}])
                     self.message_user(
-                        request, _("Scheduled %(obj)s.") % {"obj": obj}, messages.SUCCESS
+                        request, gettext("Scheduled %(obj)s.") % {"obj": obj}, messages.SUCCESS
                     )
                     return redirect(self._change_url(pk))
         else:
             form = ScheduleForm(initial={"delay_ms": 0}, allow_internal=allow_internal)
         fieldsets = [(None, {"fields": ["function", "args", "delay_ms", "run_at"]})]
-        adminform = helpers.AdminForm(form, fieldsets, {})
+        adminform = helpers.AdminForm(
+            form,  # type: ignore[arg-type]  # any form renders; the stubs ask for a ModelForm
+            fieldsets,
+            {},
+        )
         context = {
             **self.admin_site.each_context(request),
-            "title": _("Schedule a function"),
+            "title": gettext("Schedule a function"),
             "subtitle": None,
             "adminform": adminform,
             "form": form,
-            "errors": helpers.AdminErrorList(form, []),
+            "errors": helpers.AdminErrorList(form, []),  # type: ignore[arg-type]  # as above
             "opts": self.opts,
             "media": self.media + adminform.media,
             "has_view_permission": self.has_view_permission(request),

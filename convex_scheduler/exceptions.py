@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["SchedulingError", "Transience", "classify_error"]
@@ -78,12 +79,13 @@ _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def _classify_one(exc: BaseException) -> Transience | None:

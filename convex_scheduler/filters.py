@@ -22,15 +22,14 @@ from .scheduler import parse_id
 MAX_ID = 2**63 - 1
 
 
-class _IdField(forms.CharField):
+class _IdField(forms.Field):
     """A scheduled function id, checked by the scheduler's :func:`parse_id`."""
 
     def to_python(self, value: Any) -> int | None:
-        text = super().to_python(value)
-        if text in self.empty_values:
+        if value in self.empty_values:
             return None
         try:
-            return parse_id(text.strip())
+            return parse_id(str(value).strip())
         except SchedulingError as exc:
             raise ValidationError(str(exc), code="invalid") from None
 

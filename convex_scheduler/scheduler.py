@@ -136,7 +136,7 @@ class Scheduler:
     def _schedule(
         self,
         due: datetime,
-        function: Callable[..., Any] | str,
+        function: Callable[..., Any] | str | RegisteredFunction,
         args: dict[str, Any] | None,
         now: datetime,
     ) -> int:
@@ -150,7 +150,9 @@ class Scheduler:
             self._charge(running, size)
 
         state = State.PENDING
-        scheduled_time, next_run_time, completed_time = due, due, None
+        scheduled_time: datetime = due
+        next_run_time: datetime | None = due
+        completed_time: datetime | None = None
         using = router.db_for_write(ScheduledFunction)
         if (
             running is not None

@@ -86,7 +86,9 @@ class ArgsField(serializers.JSONField):
 
 
 class _Row(serializers.ModelSerializer):
-    parent = serializers.IntegerField(
+    # A declared field named like Field.parent: DRF's metaclass takes it out
+    # of the class body, so it never shadows the attribute at run time.
+    parent = serializers.IntegerField(  # type: ignore[assignment]  # see above
         source="parent_id",
         read_only=True,
         allow_null=True,

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import QuerySet
+from django.db.models import Field, QuerySet
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
@@ -120,14 +120,14 @@ class _Guarded:
     def get_permissions(self) -> list[Any]:
         return [permission() for permission in _default_permissions()]
 
-    def get_authenticate_header(self, request: Request) -> str | None:
+    def get_authenticate_header(self, request: Request) -> str:
         # DRF asks only the first authentication class; with session
         # authentication first that turns every 401 into a 403.
         for authenticator in self.get_authenticators():  # type: ignore[attr-defined]  # APIView's
             header = authenticator.authenticate_header(request)
             if header:
                 return str(header)
-        return None
+        return ""  # no class can ask for credentials: DRF answers 403
 
 
 class RequestTooLarge(APIException):
@@ -226,6 +226,7 @@ class ScheduledFunctionCursorPagination(CursorPagination):
             # not a database error.
             ordering = self.ordering[0] if isinstance(self.ordering, tuple) else self.ordering
             field = ScheduledFunction._meta.get_field(str(ordering).lstrip("-"))
+            assert isinstance(field, Field)
             try:
                 value = field.to_python(cursor.position)
                 if hasattr(value, "tzinfo"):

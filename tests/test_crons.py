@@ -14,6 +14,7 @@ from convex_scheduler.testing import FakeClock, run_due
 
 from . import functions
 from .models import Counter
+from .test_crons_workers import needs_worker_hook
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -809,3 +810,23 @@ def test_threads_on_their_own_connections_create_exactly_one_run_per_tick(code_c
     assert len(per_tick) == len(set(per_tick)) == 120
     jobs = CronJob.objects.filter(name__startswith="race ")
     assert set(jobs.values_list("run_count", "missed_count", "overlap_count")) == {(3, 0, 0)}
+
+
+# testing.run_due ---------------------------------------------------------
+
+
+@needs_worker_hook
+def test_run_due_applies_code_crons_and_starts_their_due_runs(db, code_crons):
+    with FakeClock(START) as clock:
+        code_crons.interval("via run_due", functions.increment, {"name": "rd"}, minutes=5)
+        code_crons.daily(
+            "tokyo", functions.increment, {"name": "tk"}, hour=8, timezone="Asia/Tokyo"
+        )
+        run_due()
+        assert (count("rd"), count("tk")) == (1, 0)
+        clock.advance(minutes=5)
+        run_due()
+        assert count("rd") == 2
+        clock.set(datetime(2026, 6, 1, 23, 0, tzinfo=UTC))  # 08:00 in Tokyo
+        run_due()
+        assert count("tk") == 1

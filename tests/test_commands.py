@@ -103,7 +103,7 @@ def test_transient_claim_errors_back_off_with_the_default_poll_interval(monkeypa
 
     settings.CONVEX_SCHEDULER = {"UNAVAILABLE_BACKOFF_INITIAL": 0.001}
     calls = []
-    original = Executor._lock
+    original = Executor.lock
 
     def busy_once(self, ids, now):
         calls.append(now)
@@ -113,7 +113,7 @@ def test_transient_claim_errors_back_off_with_the_default_poll_interval(monkeypa
             raise error
         return original(self, ids, now)
 
-    monkeypatch.setattr(Executor, "_lock", busy_once)
+    monkeypatch.setattr(Executor, "lock", busy_once)
     scheduler.run_after(0, functions.increment, {"name": "k"})
     call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
     assert Counter.objects.get(name="k").value == 1

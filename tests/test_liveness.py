@@ -13,6 +13,7 @@ from django.test import override_settings
 from convex_scheduler import scheduler
 from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, SchedulerWorker, State
 from convex_scheduler.worker import Worker, process_alive
+from convex_scheduler.worker.process import log_status
 
 from . import functions
 
@@ -104,7 +105,7 @@ def test_status_line(caplog, clock):
     clock.advance(seconds=2.5)
     worker = Worker(heartbeat=False)
     with caplog.at_level(logging.INFO, logger="convex_scheduler"):
-        worker.log_status()
+        log_status(worker)
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status")]
     assert "succeeded=0 failed=0" in line
     assert "lag=2.500s" in line

@@ -14,9 +14,10 @@ from ..conf import poll_interval_for, scheduler_settings
 from ..exceptions import Transience, classify_error
 from ..models import ScheduledFunction
 from ..wakeup import doorbell_dir, supports_notify
-from .execution import Executor, Outcome
+from .execution import Executor
 from .listeners import Doorbell, Listener
 from .liveness import Liveness, close_connection
+from .runner import Budget, RunnerLoop
 from .stats import WorkerStats
 
 logger = logging.getLogger("convex_scheduler")
@@ -70,16 +71,6 @@ class Worker:
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._changed = threading.Event()
-        self._progress = threading.Condition()
-        self._active = 0
-        self._generation = 0
-        self._wake = threading.Condition()
-        self._wake_seq = 0
-        #: Functions run so far, and those reserved by threads claiming now
-        #: (``max_functions`` counts both).
-        self._started = 0
-        self._reserved = 0
-        self._budget = threading.Lock()
         self._calling_thread = threading.current_thread()
         self._recycle_connections = True
         self.executor = Executor(
@@ -95,6 +86,17 @@ class Worker:
             forced=self._forced,
         )
         self.liveness = self.executor.liveness
+        self.loop = RunnerLoop(
+            executor=self.executor,
+            budget=Budget(max_functions, self.stop),
+            burst=burst,
+            concurrency=self.concurrency,
+            poll_interval=self.poll_interval,
+            stopping=self._stopping,
+            forced=self._forced,
+            changed=self._changed,
+            recycles=self._recycles,
+        )
 
     # Lifecycle -----------------------------------------------------------
 
@@ -121,8 +123,8 @@ class Worker:
                 self._run_threads()
         finally:
             self.liveness.deregister(forced=self._forced.is_set())
-            self.executor.close_event_loop()
-            self._log_stopped()
+            self.executor.actions.close_event_loop()
+            log_stopped(self)
         return self.stats
 
     def stop(self, *, force: bool = False) -> None:
@@ -131,15 +133,21 @@ class Worker:
         if force:
             self._forced.set()
         self._changed.set()
-        with self._progress:
-            self._progress.notify_all()
+        with self.loop.progress:
+            self.loop.progress.notify_all()
         self.wake()
 
     def wake(self) -> None:
         """Make idle runner threads look for due functions now."""
-        with self._wake:
-            self._wake_seq += 1
-            self._wake.notify_all()
+        self.loop.wake()
+
+    def _recycles(self) -> bool:
+        """Whether the current thread's connections are this worker's to recycle.
+
+        Runner threads have their own; the calling thread's is the caller's
+        while the caller has a transaction open on it.
+        """
+        return self._recycle_connections or threading.current_thread() is not self._calling_thread
 
     @property
     def stopping(self) -> bool:
@@ -153,59 +161,7 @@ class Worker:
 
     def _register(self) -> None:
         self.liveness.register()
-        settings = connections[self.using].settings_dict
-        functions = self.liveness.functions
-        logger.info(
-            "worker started id=%s database=%s (%s %s) concurrency=%s functions=%s "
-            "wake-up=%s, polling every %ss%s",
-            self.id,
-            self.using,
-            self.vendor,
-            settings.get("NAME"),
-            self.concurrency,
-            len(functions),
-            "LISTEN/NOTIFY" if self.listens else "local doorbell",
-            self.poll_interval,
-            " burst" if self.burst else "",
-        )
-        logger.debug("registered functions: %s", ", ".join(sorted(functions)) or "none")
-        if self.vendor != "sqlite" and settings.get("CONN_MAX_AGE") == 0:
-            logger.warning(
-                "DATABASES[%r]['CONN_MAX_AGE'] is 0: like a request, every claim opens a new "
-                "connection. Set it to None (or seconds) for the worker to keep its "
-                "connections; see 'Workers in production' in the docs.",
-                self.using,
-            )
-
-    def _log_stopped(self) -> None:
-        logger.info(
-            "worker stopped id=%s succeeded=%s failed=%s canceled=%s retried=%s",
-            self.id,
-            self.stats.succeeded,
-            self.stats.failed,
-            self.stats.canceled,
-            self.stats.retried,
-        )
-
-    def log_status(self) -> None:
-        try:
-            next_due = ScheduledFunction.objects.using(self.using).next_due_time()
-        except Exception as exc:
-            if classify_error(exc) is Transience.PERMANENT:
-                raise
-            next_due = None
-        lag = max(0.0, (clock.now() - next_due).total_seconds()) if next_due else 0.0
-        logger.info(
-            "status succeeded=%s failed=%s canceled=%s retried=%s orphans_failed=%s "
-            "crashes=%s lag=%.3fs",
-            self.stats.succeeded,
-            self.stats.failed,
-            self.stats.canceled,
-            self.stats.retried,
-            self.stats.orphans_failed,
-            self.stats.crashes_detected,
-            lag,
-        )
+        log_started(self)
 
     # Threads ------------------------------------------------------------
 
@@ -215,7 +171,7 @@ class Worker:
             beat = threading.Thread(target=self._heartbeat_thread, daemon=True)
             beat.start()
         try:
-            self._runner_loop()
+            self.loop.run()
         finally:
             self._stopping.set()
             self._changed.set()
@@ -284,115 +240,77 @@ class Worker:
                 self.liveness.housekeeping(self.executor.claimable())
             if time.monotonic() - last_status >= scheduler_settings.STATUS_INTERVAL:
                 last_status = time.monotonic()
-                self.log_status()
+                log_status(self)
 
     def _runner_thread(self) -> None:
         try:
-            self._runner_loop()
+            self.loop.run()
         except Exception:
             logger.exception("worker thread crashed")
             self.crashed = True
             self.stop()
         finally:
-            self.executor.close_event_loop()
+            self.executor.actions.close_event_loop()
             connections.close_all()
             self._changed.set()
 
-    def _runner_loop(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            with self._progress:
-                generation = self._generation
-                self._active += 1
-            wake_seq = self._wake_seq
-            outcome = Outcome.BACKOFF
-            try:
-                outcome = self._run_next()
-            finally:
-                with self._progress:
-                    self._active -= 1
-                    if outcome is Outcome.RAN:
-                        self._generation += 1
-                    self._progress.notify_all()
-            if outcome is Outcome.RAN:
-                failures = 0
-                if self.concurrency > 1:
-                    self.wake()  # what it ran may have scheduled more for now
-                continue
-            if outcome is Outcome.BACKOFF:
-                failures += 1
-                delay = retry.full_jitter(
-                    failures,
-                    scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
-                    max(self.poll_interval, 5.0),
-                )
-                retry.wait(delay, self._forced)
-                continue
-            failures = 0
-            if self.burst:
-                with self._progress:
-                    # Nothing was due when we looked, and no run finished since
-                    # then that could have scheduled more: the burst is over.
-                    if self._active == 0 and self._generation == generation:
-                        self._stopping.set()
-                        self._changed.set()
-                        self._progress.notify_all()
-                        break
-                    self._progress.wait(self.poll_interval)
-                continue
-            self._idle_wait(wake_seq)
 
-    def _run_next(self) -> Outcome:
-        if self._recycle_connections or threading.current_thread() is not self._calling_thread:
-            close_old_connections()  # what Django does around every request
-        limit = self._reserve(scheduler_settings.BATCH_SIZE)
-        if limit == 0:
-            return Outcome.IDLE
-        used = 0
-        try:
-            outcome, used = self.executor.run_next(limit)
-        finally:
-            self._settle(limit, used)
-        return outcome
+def log_started(worker: Worker) -> None:
+    settings = connections[worker.using].settings_dict
+    functions = worker.liveness.functions
+    logger.info(
+        "worker started id=%s database=%s (%s %s) concurrency=%s functions=%s "
+        "wake-up=%s, polling every %ss%s",
+        worker.id,
+        worker.using,
+        worker.vendor,
+        settings.get("NAME"),
+        worker.concurrency,
+        len(functions),
+        "LISTEN/NOTIFY" if worker.listens else "local doorbell",
+        worker.poll_interval,
+        " burst" if worker.burst else "",
+    )
+    logger.debug("registered functions: %s", ", ".join(sorted(functions)) or "none")
+    if worker.vendor != "sqlite" and settings.get("CONN_MAX_AGE") == 0:
+        logger.warning(
+            "DATABASES[%r]['CONN_MAX_AGE'] is 0: like a request, every claim opens a new "
+            "connection. Set it to None (or seconds) for the worker to keep its "
+            "connections; see 'Workers in production' in the docs.",
+            worker.using,
+        )
 
-    def _reserve(self, wanted: int) -> int:
-        """How many rows this thread may claim now, reserved against ``max_functions``.
 
-        Reserved under a lock before the claim, so threads running at once
-        never claim more between them than the budget allows.
-        """
-        if self.max_functions is None:
-            return wanted
-        with self._budget:
-            granted = max(0, min(wanted, self.max_functions - self._started - self._reserved))
-            self._reserved += granted
-            if granted == 0 and self._reserved == 0:
-                self.stop()
-            return granted
+def log_stopped(worker: Worker) -> None:
+    stats = worker.stats
+    logger.info(
+        "worker stopped id=%s succeeded=%s failed=%s canceled=%s retried=%s",
+        worker.id,
+        stats.succeeded,
+        stats.failed,
+        stats.canceled,
+        stats.retried,
+    )
 
-    def _settle(self, reserved: int, used: int) -> None:
-        with self._budget:
-            if self.max_functions is not None:
-                self._reserved -= reserved
-            self._started += used
 
-    def _idle_wait(self, wake_seq: int) -> None:
-        timeout = self.poll_interval
-        try:
-            # Only rows this worker can run: others' would wake it for nothing.
-            next_due = (
-                ScheduledFunction.objects.using(self.using)
-                .filter(self.executor.claimable())
-                .next_due_time()
-            )
-        except Exception as exc:
-            if classify_error(exc) is Transience.PERMANENT:
-                raise
-            next_due = None
-        if next_due is not None:
-            timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
-        if timeout > 0:
-            with self._wake:
-                # A wake-up since we last looked means look again at once.
-                if self._wake_seq == wake_seq and not self._stopping.is_set():
-                    self._wake.wait(timeout)
+def log_status(worker: Worker) -> None:
+    """One line: what the worker did so far, and how late the oldest due row is."""
+    try:
+        next_due = ScheduledFunction.objects.using(worker.using).next_due_time()
+    except Exception as exc:
+        if classify_error(exc) is Transience.PERMANENT:
+            raise
+        next_due = None
+    lag = max(0.0, (clock.now() - next_due).total_seconds()) if next_due else 0.0
+    stats = worker.stats
+    logger.info(
+        "status succeeded=%s failed=%s canceled=%s retried=%s orphans_failed=%s "
+        "crashes=%s lag=%.3fs",
+        stats.succeeded,
+        stats.failed,
+        stats.canceled,
+        stats.retried,
+        stats.orphans_failed,
+        stats.crashes_detected,
+        lag,
+    )

@@ -1,0 +1,26 @@
+"""What a claim hands the runners: the row's fields, and how the claim went."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class Outcome(enum.Enum):
+    RAN = "ran"
+    IDLE = "idle"
+    BACKOFF = "backoff"
+
+
+@dataclass
+class Claimed:
+    id: int
+    name: str
+    kind: str
+    args: dict[str, Any]
+    attempts: int
+    crashes: int
+
+
+CLAIM_FIELDS = ("id", "name", "kind", "args", "attempts", "crashes")

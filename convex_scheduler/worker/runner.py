@@ -1,0 +1,167 @@
+"""What every runner thread does: claim, run, back off, wait while idle, end a burst."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from django.db import close_old_connections
+
+from .. import clock, retry
+from ..conf import scheduler_settings
+from ..exceptions import Transience, classify_error
+from ..models import ScheduledFunction
+from .claimed import Outcome
+from .execution import Executor
+
+
+class Budget:
+    """``--max-functions``: reserved under a lock before each claim, counted after it.
+
+    Threads claiming at once never claim more between them than allowed.
+    """
+
+    def __init__(self, limit: int | None, on_spent: Callable[[], None]) -> None:
+        self.limit = limit
+        self.on_spent = on_spent
+        self.started = 0
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, wanted: int) -> int:
+        if self.limit is None:
+            return wanted
+        with self._lock:
+            granted = max(0, min(wanted, self.limit - self.started - self._reserved))
+            self._reserved += granted
+            if granted == 0 and self._reserved == 0:
+                self.on_spent()
+            return granted
+
+    def settle(self, reserved: int, used: int) -> None:
+        with self._lock:
+            if self.limit is not None:
+                self._reserved -= reserved
+            self.started += used
+
+
+class RunnerLoop:
+    """The loop each runner thread runs, and the wake-ups and burst bookkeeping they share."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        budget: Budget,
+        burst: bool,
+        concurrency: int,
+        poll_interval: float,
+        stopping: threading.Event,
+        forced: threading.Event,
+        changed: threading.Event,
+        recycles: Callable[[], bool],
+    ) -> None:
+        self.executor = executor
+        self.budget = budget
+        self.burst = burst
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.stopping = stopping
+        self.forced = forced
+        self.changed = changed
+        #: Whether this thread's connections are the worker's to recycle.
+        self.recycles = recycles
+        self.progress = threading.Condition()
+        self._active = 0
+        self._generation = 0
+        self._wake = threading.Condition()
+        self._wake_seq = 0
+
+    def wake(self) -> None:
+        """Make idle runner threads look for due functions now."""
+        with self._wake:
+            self._wake_seq += 1
+            self._wake.notify_all()
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            with self.progress:
+                generation = self._generation
+                self._active += 1
+            wake_seq = self._wake_seq
+            outcome = Outcome.BACKOFF
+            try:
+                outcome = self._run_next()
+            finally:
+                with self.progress:
+                    self._active -= 1
+                    if outcome is Outcome.RAN:
+                        self._generation += 1
+                    self.progress.notify_all()
+            if outcome is Outcome.RAN:
+                failures = 0
+                if self.concurrency > 1:
+                    self.wake()  # what it ran may have scheduled more for now
+                continue
+            if outcome is Outcome.BACKOFF:
+                failures += 1
+                delay = retry.full_jitter(
+                    failures,
+                    scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL,
+                    max(self.poll_interval, 5.0),
+                )
+                retry.wait(delay, self.forced)
+                continue
+            failures = 0
+            if self.burst:
+                if self._burst_over(generation):
+                    break
+                continue
+            self._idle_wait(wake_seq)
+
+    def _burst_over(self, generation: int) -> bool:
+        with self.progress:
+            # Nothing was due when we looked, and no run finished since then
+            # that could have scheduled more: the burst is over.
+            if self._active == 0 and self._generation == generation:
+                self.stopping.set()
+                self.changed.set()
+                self.progress.notify_all()
+                return True
+            self.progress.wait(self.poll_interval)
+            return False
+
+    def _run_next(self) -> Outcome:
+        if self.recycles():
+            close_old_connections()  # what Django does around every request
+        limit = self.budget.reserve(scheduler_settings.BATCH_SIZE)
+        if limit == 0:
+            return Outcome.IDLE
+        used = 0
+        try:
+            outcome, used = self.executor.run_next(limit)
+        finally:
+            self.budget.settle(limit, used)
+        return outcome
+
+    def _idle_wait(self, wake_seq: int) -> None:
+        timeout = self.poll_interval
+        try:
+            # Only rows this worker can run: others' would wake it for nothing.
+            next_due = (
+                ScheduledFunction.objects.using(self.executor.using)
+                .filter(self.executor.claimable())
+                .next_due_time()
+            )
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            next_due = None
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
+        if timeout > 0:
+            with self._wake:
+                # A wake-up since we last looked means look again at once.
+                if self._wake_seq == wake_seq and not self.stopping.is_set():
+                    self._wake.wait(timeout)

@@ -234,3 +234,22 @@ def check_functions_reach_workers(
         )
         for entry in late
     ]
+
+
+def check_task_backend(alias: str, options: Any) -> list[CheckMessage]:
+    """The ``OPTIONS`` of a ``TASKS`` backend that is ``convex_scheduler.tasks.SchedulerBackend``.
+
+    Called by the backend's ``check()``, which Django's task checks run.
+    """
+    run_as = options.get("run_as", "action") if isinstance(options, dict) else options
+    if run_as in ("action", "mutation"):
+        return []
+    return [
+        Error(
+            f"TASKS[{alias!r}]['OPTIONS'] must be a dict whose 'run_as' is 'action' or "
+            f"'mutation', not {run_as!r}.",
+            hint="'action' (the default) runs a task at most once, outside any transaction; "
+            "'mutation' runs it exactly once, inside transaction.atomic.",
+            id="convex_scheduler.E011",
+        )
+    ]

@@ -9,7 +9,7 @@ import uuid
 
 from django.db import close_old_connections, connections, router, transaction
 
-from .. import clock, retry
+from .. import clock, crons, retry
 from ..conf import poll_interval_for, scheduler_settings
 from ..exceptions import Transience, classify_error
 from ..models import ScheduledFunction
@@ -116,6 +116,13 @@ class Worker:
         if not registered:
             return self.stats
         try:
+            # Code is the source of truth for code crons: apply its declarations.
+            retry.until_the_database_answers(
+                lambda: crons.sync_code_crons(using=self.using),
+                what="applying the code's crons",
+                stop=self._stopping,
+                on_transient=lambda exc: close_connection(self.using),
+            )
             self.liveness.housekeeping(self.executor.claimable())
             if self.concurrency == 1 and self.burst:
                 self._run_inline()

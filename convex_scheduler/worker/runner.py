@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.db import close_old_connections
 
-from .. import clock, retry
+from .. import clock, crons, retry
 from ..conf import scheduler_settings
 from ..exceptions import Transience, classify_error
 from ..models import ScheduledFunction
 from .claimed import Outcome
 from .execution import Executor
+
+logger = logging.getLogger("convex_scheduler")
 
 
 class Budget:
@@ -76,6 +80,8 @@ class RunnerLoop:
         self._generation = 0
         self._wake = threading.Condition()
         self._wake_seq = 0
+        self._crons_checked: float | None = None
+        self._crons_lock = threading.Lock()
 
     def wake(self) -> None:
         """Make idle runner threads look for due functions now."""
@@ -135,6 +141,7 @@ class RunnerLoop:
     def _run_next(self) -> Outcome:
         if self.recycles():
             close_old_connections()  # what Django does around every request
+        self._start_cron_runs()
         limit = self.budget.reserve(scheduler_settings.BATCH_SIZE)
         if limit == 0:
             return Outcome.IDLE
@@ -144,6 +151,20 @@ class RunnerLoop:
         finally:
             self.budget.settle(limit, used)
         return outcome
+
+    def _start_cron_runs(self) -> None:
+        """Turn due cron ticks into rows, at most once per poll interval for all threads."""
+        now = time.monotonic()
+        with self._crons_lock:
+            if self._crons_checked is not None and now - self._crons_checked < self.poll_interval:
+                return
+            self._crons_checked = now
+        try:
+            crons.start_due_runs(using=self.executor.using, now=clock.now())
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            logger.warning("starting due cron runs failed, retrying next poll: %s", exc)
 
     def _idle_wait(self, wake_seq: int) -> None:
         timeout = self.poll_interval

@@ -12,8 +12,8 @@ from convex_scheduler.models import ScheduledFunction, State
 from convex_scheduler.wakeup import doorbell_dir
 
 from . import functions
+from .harness import finish, start_worker, wait_for
 from .models import ActionRun, Counter
-from .test_crash import finish, start_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
 

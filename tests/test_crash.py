@@ -1,14 +1,9 @@
 """Workers as real processes: SIGKILL in the middle of a function, signals, restarts."""
 
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -16,52 +11,10 @@ from convex_scheduler import scheduler
 from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, SchedulerWorker, State
 
 from . import functions
+from .harness import finish, kill, peek, start_worker, wait_for
 from .models import ActionRun, Counter
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_worker(*flags, **env_overrides):
-    env = dict(os.environ)
-    env["CONVEX_TEST_DB_NAME"] = connection.settings_dict["NAME"]
-    env.update(env_overrides)
-    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen(
-        [sys.executable, "-m", "django", "runscheduler", "--interval", "0.05", *flags],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_for(condition, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def finish(process, timeout=60):
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        output, _ = process.communicate()
-        raise AssertionError(f"worker did not exit in {timeout}s:\n{output}") from None
-    return process.returncode, output
-
-
-def kill(process):
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=30)  # reap it: a zombie still answers kill(pid, 0)
-
 
 def run_blocking_action(gate, tmp_path):
     """Schedule an action that waits at ``gate``; start a worker; return once it is inside."""
@@ -98,17 +51,19 @@ def test_killed_mid_mutation_runs_again_and_applies_exactly_once(gate, tmp_path)
 
     gate.unlink()
     # The next worker counts the crash against the row, which waits out a
-    # short backoff (other rows would run meanwhile) and then runs alone.
+    # short backoff (other rows would run meanwhile) and then runs alone:
+    # in that worker's burst, or in the next one if the burst ended first.
     code, output = finish(start_worker("--burst"))
     assert code == 0, output
-    row.refresh_from_db()
-    assert (row.state, row.crashes, row.attempts) == (State.PENDING, 1, 1)
     assert "counted as a crash" in output
-    wait_for(lambda: ScheduledFunction.objects.due(timezone.now()).exists(), "the backoff")
-    code, output = finish(start_worker("--burst"))
-    assert code == 0, output
     row.refresh_from_db()
-    assert (row.state, row.attempts) == (State.SUCCESS, 2)
+    if row.state == State.PENDING:
+        assert (row.crashes, row.attempts) == (1, 1)
+        wait_for(lambda: ScheduledFunction.objects.due(timezone.now()).exists(), "the backoff")
+        code, output = finish(start_worker("--burst"))
+        assert code == 0, output
+        row.refresh_from_db()
+    assert (row.state, row.crashes, row.attempts) == (State.SUCCESS, 1, 2)
     assert Counter.objects.get(name="m").value == 1
 
 
@@ -116,16 +71,18 @@ def test_killed_mid_action_is_failed_by_the_next_worker_and_never_rerun(gate, tm
     sid, log, worker = run_blocking_action(gate, tmp_path)
     kill(worker)
     assert ScheduledFunction.objects.get(pk=sid).state == State.IN_PROGRESS
+    # Its heartbeat says it is alive for a day yet: only the same-host check
+    # that its process is gone can tell the next worker, which must not wait
+    # out WORKER_TIMEOUT.
+    SchedulerWorker.objects.update(last_heartbeat=timezone.now() + timedelta(days=1))
+    assert SchedulerWorker.objects.alive().count() == 1
 
     gate.unlink()
-    started = time.monotonic()
     code, output = finish(start_worker("--burst"))
-    elapsed = time.monotonic() - started
     assert code == 0, output
     row = ScheduledFunction.objects.get(pk=sid)
     assert row.state == State.FAILED
     assert row.error == ORPHANED_ACTION_ERROR
-    assert elapsed < 10
     assert log.read_text().split() == [str(sid)]
     assert ActionRun.objects.filter(scheduled_function_id=sid).count() == 1
     # The dead worker's registration is gone; the burst worker deregistered.
@@ -150,30 +107,13 @@ def test_sigterm_finishes_the_running_action_then_exits(gate, tmp_path):
 def test_second_signal_exits_at_once_and_fails_the_abandoned_action(gate, tmp_path):
     sid, log, worker = run_blocking_action(gate, tmp_path)
     worker.send_signal(signal.SIGTERM)
-    wait_for(lambda: "finishing running functions" in _peek(worker), "the first signal", 30)
+    wait_for(lambda: "finishing running functions" in peek(worker), "the first signal", 30)
     worker.send_signal(signal.SIGINT)
     code, output = finish(worker, timeout=30)
     assert code == 0, output
     row = ScheduledFunction.objects.get(pk=sid)
     assert (row.state, row.error) == (State.FAILED, ORPHANED_ACTION_ERROR)
     assert log.read_text().split() == [str(sid)]
-
-
-def _peek(process):
-    """What the worker printed so far, read without blocking on the pipe."""
-    fd = process.stdout.fileno()
-    os.set_blocking(fd, False)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    process._peeked = getattr(process, "_peeked", "") + b"".join(chunks).decode(errors="replace")
-    return process._peeked
 
 
 def test_burst_runs_children_scheduled_for_now_and_exits():
@@ -189,8 +129,8 @@ def test_worker_started_before_the_database_is_reachable_waits_and_stops_cleanly
     worker = start_worker(
         DATABASE_URL="postgres://postgres@127.0.0.1:9/unreachable", CONVEX_TEST_DB_NAME=""
     )
-    wait_for(lambda: "registering the worker failed, retrying" in _peek(worker), "a retry", 60)
+    wait_for(lambda: "registering the worker failed, retrying" in peek(worker), "a retry", 60)
     assert worker.poll() is None
     worker.send_signal(signal.SIGTERM)
     code, output = finish(worker, timeout=60)
-    assert code == 0, _peek(worker) + output
+    assert code == 0, peek(worker) + output

@@ -15,8 +15,8 @@ from convex_scheduler import crons
 from convex_scheduler.models import CronJob, ScheduledFunction, State
 
 from . import functions
+from .harness import ROOT, finish, start_worker, wait_for
 from .models import ActionRun, Counter
-from .test_crash import ROOT, finish, start_worker, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
 

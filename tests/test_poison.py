@@ -22,8 +22,9 @@ from convex_scheduler.testing import run_due
 from convex_scheduler.worker import format_error, storable
 
 from . import functions
+from .harness import finish, start_worker, wait_for
+from .harness import peek as _peek
 from .models import Counter
-from .test_crash import _peek, finish, start_worker, wait_for
 
 HOW = ["nul", "surrogate", "unprintable", "system_exit", "keyboard_interrupt"]
 

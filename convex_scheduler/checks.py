@@ -28,6 +28,7 @@ _POSITIVE_INTS = (
     "CONCURRENCY",
     "BATCH_SIZE",
     "MAX_CRASHES",
+    "MAX_RESULT_BYTES",
 )
 _POSITIVE_SECONDS = (
     "POLL_INTERVAL",
@@ -253,3 +254,54 @@ def check_task_backend(alias: str, options: Any) -> list[CheckMessage]:
             id="convex_scheduler.E011",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_metrics_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``METRICS_PERMISSION`` and ``METRICS_ALLOWED_IPS`` (the metrics view)."""
+    import ipaddress
+
+    value = getattr(settings, SETTING_NAME, {})
+    if not isinstance(value, dict):
+        return []  # E001
+    errors: list[CheckMessage] = []
+    permission = value.get("METRICS_PERMISSION", DEFAULTS["METRICS_PERMISSION"])
+    problem = None
+    if isinstance(permission, str):
+        try:
+            permission = import_string(permission)
+        except ImportError as exc:
+            problem = f"cannot be imported: {exc}"
+    if problem is None and not callable(permission):
+        problem = f"is not callable: {permission!r}"
+    if problem is not None:
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['METRICS_PERMISSION'] {problem}.",
+                hint="Give a function taking the request and returning True to allow it, or "
+                "its dotted path; the default is "
+                "'convex_scheduler.metrics.staff_or_allowed_ip'.",
+                id="convex_scheduler.E012",
+            )
+        )
+    allowed = value.get("METRICS_ALLOWED_IPS", DEFAULTS["METRICS_ALLOWED_IPS"])
+    entries = allowed if isinstance(allowed, (list, tuple)) else [allowed]
+    bad = []
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            bad.append(entry)
+    if bad or not isinstance(allowed, (list, tuple)):
+        errors.append(
+            Error(
+                f"{SETTING_NAME}['METRICS_ALLOWED_IPS'] must be a list of IP addresses or "
+                f"networks, not {allowed!r}"
+                + (f" ({', '.join(map(repr, bad))} not one)." if bad else "."),
+                hint="For example ['127.0.0.1', '10.0.0.0/8']; the default [] admits no address.",
+                id="convex_scheduler.E013",
+            )
+        )
+    return errors

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "UNKNOWN_FUNCTION_TIMEOUT": 3600.0,
     # Log a failed function's traceback with its WARNING line.
     "LOG_TRACEBACKS": True,
+    # The largest JSON a function's return value may be stored as (bytes).
+    "MAX_RESULT_BYTES": 1024 * 1024,
     # Backoff for transient errors (seconds): conflicts retry in place, other
     # transient errors move the due time.
     "CONFLICT_BACKOFF_INITIAL": 0.1,
@@ -55,6 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "UNAVAILABLE_BACKOFF_MAX": 2 * 60 * 60.0,
     # Web face.
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Metrics view: who may read it (a callable taking the request, or its
+    # dotted path), and client addresses or networks it admits by default.
+    "METRICS_PERMISSION": "convex_scheduler.metrics.staff_or_allowed_ip",
+    "METRICS_ALLOWED_IPS": [],
 }
 
 IMPORT_STRINGS = {"API_PERMISSION_CLASSES"}

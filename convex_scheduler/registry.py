@@ -234,20 +234,20 @@ TASK_MUTATION_NAME = "django.tasks:mutation"
 
 def _run_task_action(
     ctx: Any, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
-) -> None:
+) -> Any:
     """Run a ``django.tasks`` task as an action (``OPTIONS["run_as"] == "action"``)."""
     from .tasks import run_task
 
-    run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
+    return run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
 
 
 def _run_task_mutation(
     ctx: Any, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
-) -> None:
+) -> Any:
     """Run a ``django.tasks`` task as a mutation (``OPTIONS["run_as"] == "mutation"``)."""
     from .tasks import run_task
 
-    run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
+    return run_task(ctx, task=task, backend=backend, args=args, kwargs=kwargs)
 
 
 internal_action(name=TASK_ACTION_NAME)(_run_task_action)

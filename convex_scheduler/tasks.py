@@ -372,8 +372,8 @@ def _local_worker_id(using: str) -> str:
 
 def run_task(
     ctx: FunctionContext, *, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
-) -> None:
-    """Run the task a row names, in the worker, and store what it returned.
+) -> Any:
+    """Run the task a row names, in the worker, store what it returned, and return it.
 
     Called by the internal functions ``django.tasks:action`` and
     ``django.tasks:mutation``. Sends ``task_started`` and ``task_finished``
@@ -427,3 +427,5 @@ def run_task(
     object.__setattr__(task_result, "finished_at", clock.now())
     object.__setattr__(task_result, "_return_value", value)
     task_finished.send(sender, task_result=task_result)
+    # Returned as well, so a worker that records functions' results records the same.
+    return value

@@ -47,8 +47,6 @@ DEFAULTS: dict[str, Any] = {
     "UNKNOWN_FUNCTION_TIMEOUT": 3600.0,
     # Log a failed function's traceback with its WARNING line.
     "LOG_TRACEBACKS": True,
-    # The largest JSON a function's return value may be stored as (bytes).
-    "MAX_RESULT_BYTES": 1024 * 1024,
     # Backoff for transient errors (seconds): conflicts retry in place, other
     # transient errors move the due time.
     "CONFLICT_BACKOFF_INITIAL": 0.1,

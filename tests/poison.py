@@ -51,8 +51,16 @@ def exit_process(ctx) -> None:
     os._exit(13)
 
 
+def _trace(path: str, sid: int) -> None:
+    """One line per start in a file shared by every worker: a second start shows."""
+    if path:
+        with open(path, "a") as out:
+            out.write(f"{sid}\n")
+
+
 @action(name="poison:sleep")
-def sleep_action(ctx, ms: int) -> None:
+def sleep_action(ctx, ms: int, trace: str = "") -> None:
+    _trace(trace, ctx.scheduled_function_id)
     time.sleep(ms / 1000)
 
 
@@ -60,6 +68,13 @@ def sleep_action(ctx, ms: int) -> None:
 async def async_action(ctx, marker: str, ms: int = 0) -> None:
     await asyncio.sleep(ms / 1000)
     Path(marker).write_text(str(ctx.scheduled_function_id))
+
+
+@action(name="poison:async_trace")
+async def async_trace(ctx, trace: str, ms: int = 0) -> None:
+    """The fault campaign's async action: its start is counted in ``trace``."""
+    _trace(trace, ctx.scheduled_function_id)
+    await asyncio.sleep(ms / 1000)
 
 
 @mutation(name="poison:returns_coroutine")

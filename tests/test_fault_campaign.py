@@ -1,9 +1,12 @@
 """The fault campaign's short version, on the database this suite runs on.
 
-``scripts/fault_campaign.py --quick`` schedules a few hundred functions,
-SIGKILLs worker processes while they run them (and, on PostgreSQL, restarts
-the server of a throwaway cluster of its own), then checks that no mutation
-applied twice, no action started twice and nothing was lost. It makes its own
+``python -m tests.campaign --quick`` schedules a few hundred functions, among
+them a poison mix (functions that raise what cannot be stored, raise
+``SystemExit``/``KeyboardInterrupt``, kill their process, sleep, or are
+``async``), SIGKILLs worker processes while they run them (and, on PostgreSQL,
+restarts the server of a throwaway cluster of its own), then checks that no
+mutation applied twice, no action started twice, nothing was lost and every
+poison row ended with its exact error. It makes its own
 database, so this test needs none: it only reads which vendor to use.
 Set ``CONVEX_FAULTS_SEED`` to replay another seed.
 """
@@ -20,7 +23,6 @@ from django.db import connection
 pytestmark = pytest.mark.subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "fault_campaign.py"
 PG_BIN = Path(os.environ.get("CONVEX_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -42,7 +44,8 @@ def test_quick_fault_campaign_has_no_duplicates_and_no_losses(tmp_path):
     seed = os.environ.get("CONVEX_FAULTS_SEED", "20261126")
     command = [
         sys.executable,
-        str(SCRIPT),
+        "-m",
+        "tests.campaign",
         "--database",
         vendor,
         "--quick",
@@ -67,5 +70,17 @@ def test_quick_fault_campaign_has_no_duplicates_and_no_losses(tmp_path):
     assert summary["violations"] == [], report
     assert summary["kills"] > 0, report
     assert summary["rows"] > summary["functions"], report  # children ran
+    # Each kind of poison was there, and each ended as it must; the workers
+    # that poison:exit_process killed (three deaths each) were replaced.
+    poison = summary["poison"]
+    assert set(poison) == {
+        "poison_async",
+        "poison_exit",
+        "poison_raise",
+        "poison_raise_action",
+        "poison_sleep",
+    }, report
+    assert summary["poison_as_expected"] == sum(poison.values()), report
+    assert 0 < summary["poison_exits"] <= 3 * poison["poison_exit"], report
     if vendor == "postgresql":
         assert summary["db_restarts"] == 1, report

@@ -1,44 +1,20 @@
-#!/usr/bin/env python
-"""The fault campaign: many functions, several workers, and repeated SIGKILLs.
+"""The fault campaign: thousands of functions, a poison mix, several workers, repeated SIGKILLs.
 
-It proves the worker's two promises under faults, on a real database:
+It proves the worker's promises under faults, on a real database of its own:
+a mutation's effect is applied exactly once however often its worker dies; an
+action starts at most once (one whose worker died ends ``failed`` with exactly
+``Transient error while executing action``); a function that raises anything,
+kills its process, sleeps or is ``async`` ends in its own terminal state and
+stops nothing else. docs/faults.rst describes the workload, the faults and the
+checks; the summary is printed, and the exit status is 0 when every check
+passed, 1 on a violation, 2 when the campaign itself could not run::
 
-* a mutation's effect is applied exactly once, however often its worker dies;
-* an action starts at most once, and one whose worker died ends ``failed``
-  with exactly ``Transient error while executing action``.
+    python -m tests.campaign --database sqlite
+    python -m tests.campaign --database postgresql --seed 7 --json out.json
+    python -m tests.campaign --database mysql --quick
 
-What it does, in order:
-
-1. Makes a database of its own. SQLite: a file in a temporary folder.
-   MariaDB/MySQL: the database ``convex_faults`` (dropped and created again;
-   a server-wide named lock keeps two campaigns from sharing it).
-   PostgreSQL: a throwaway cluster (``initdb`` into a temporary folder, its
-   own port and socket folder, trust authentication), stopped and removed at
-   the end, also on failure or Ctrl-C, so restarting it disturbs nothing else.
-2. Migrates, then schedules a seeded, mixed workload (``tests/functions.py``,
-   ``campaign:*``): mutations that increment a counter row of their own and
-   schedule a child mutation that increments another, actions that insert a
-   row keyed by their own id (some working for tens of milliseconds so kills
-   land mid-action), some of each failing on purpose, some canceled while
-   pending and some (long actions) canceled while running. Due times are
-   spread over the first seconds of the run.
-3. Runs ``--workers`` worker processes (``python -m django runscheduler``)
-   and, while work remains, SIGKILLs a random one every 0.3-1 s and starts a
-   replacement. On PostgreSQL it also restarts the database server once
-   (``pg_ctl restart -m immediate``) and checks that the workers that lived
-   through it carry on by themselves (no kills until they made progress).
-4. Stops killing, lets the last workers drain, stops them with SIGTERM, then
-   checks every row, counter and action run, prints a summary, and exits 1
-   on any violation (2 when the campaign itself could not run).
-
-Usage::
-
-    python scripts/fault_campaign.py --database sqlite
-    python scripts/fault_campaign.py --database postgresql --seed 7 --json out.json
-    python scripts/fault_campaign.py --database mysql --quick
-
-The same seed gives the same workload and the same kill schedule (which
-worker, and when); the interleavings themselves are up to the machine.
+The same seed gives the same workload and the same kill schedule; the
+interleavings themselves are up to the machine.
 """
 
 from __future__ import annotations
@@ -62,13 +38,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import harness
+
+ROOT = harness.ROOT
 PG_BIN = Path(os.environ.get("CONVEX_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DEFAULT_MYSQL_SERVER = "mysql://root@127.0.0.1:3306"
 DEFAULT_DB_NAME = "convex_faults"
 DEFAULT_PG_PORT = 55432
 
-# How the workload is mixed (shares of --functions; mutations take the rest).
+# How the workload is mixed (shares of --functions; plain mutations take the
+# rest), and the least of each plan however few functions there are.
 MIX = {
     "mutation_fail": 0.08,
     "action": 0.20,
@@ -76,7 +55,25 @@ MIX = {
     "action_fail": 0.08,
     "cancel_pending": 0.06,
     "cancel_running": 0.015,
+    # The poison mix (tests/poison.py): none may stop the queue.
+    "poison_raise": 0.02,
+    "poison_raise_action": 0.02,
+    "poison_exit": 0.0015,
+    "poison_sleep": 0.01,
+    "poison_async": 0.03,
 }
+AT_LEAST = {"poison_raise": 5, "poison_raise_action": 5}
+# What poison:raise and poison:raise_action raise, and the first line of the
+# error each must end with (NUL and the surrogate escaped, never dropped).
+POISON_ERRORS = {
+    "nul": "ValueError: before\\x00after",
+    "surrogate": "ValueError: lone \\ud800 surrogate",
+    "unprintable": "UnprintableError: <UnprintableError whose message could not be read>",
+    "system_exit": "SystemExit: 2",
+    "keyboard_interrupt": "KeyboardInterrupt",
+}
+# The exit status of a worker that ran poison:exit_process (os._exit(13)).
+POISON_EXIT_CODE = 13
 # A canceled-while-pending function is canceled at least this long before it
 # is due; a cancel that comes later than that (the campaign was busy) is
 # skipped and the function is checked like any other.
@@ -223,6 +220,12 @@ class PostgresCluster:
                 + self.server_log_tail()
             )
 
+    def pg_ctl(self, *command: str) -> None:
+        log_file = str(self.dir / "server.log")
+        self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", log_file, "-w", "-t", "60", *command
+        )
+
     def server_log_tail(self, lines: int = 20) -> str:
         try:
             text = (self.dir / "server.log").read_text(errors="replace")
@@ -238,14 +241,7 @@ class PostgresCluster:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(
             str(PG_BIN / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
+            *f"-D {self.data} -U postgres -A trust -E UTF8".split(),
             "--locale=C",
             "--no-sync",
             "--no-instructions",
@@ -258,19 +254,7 @@ class PostgresCluster:
                 f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
             )
             try:
-                self._run(
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.dir / "server.log"),
-                    "-o",
-                    options,
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                )
+                self.pg_ctl("-o", options, "start")
             except CampaignError:
                 if self.requested_port or attempt == 4:
                     raise
@@ -289,19 +273,7 @@ class PostgresCluster:
     def restart(self) -> float:
         """Crash-restart the server (``-m immediate``); return the seconds it took."""
         started = time.monotonic()
-        self._run(
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "server.log"),
-            "-m",
-            "immediate",
-            "-w",
-            "-t",
-            "60",
-            "restart",
-        )
+        self.pg_ctl("-m", "immediate", "restart")
         return time.monotonic() - started
 
     def describe(self) -> str:
@@ -312,17 +284,7 @@ class PostgresCluster:
             return
         if self.running:
             with contextlib.suppress(Exception):
-                self._run(
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "-t",
-                    "60",
-                    "stop",
-                )
+                self.pg_ctl("-m", "immediate", "stop")
             self.running = False
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = None
@@ -337,7 +299,7 @@ class Spec:
 
     index: int
     plan: str
-    kind: str  # "mutation" or "action"
+    name: str  # the registered function
     key: str
     args: dict
     offset: float  # seconds after the campaign's time zero when it is due
@@ -352,58 +314,74 @@ class Spec:
     cancel_missed: bool = False
 
     @property
+    def kind(self) -> str:
+        mutations = ("campaign:mutation", "poison:raise", "poison:exit_process")
+        return "mutation" if self.name in mutations else "action"
+
+    @property
     def fails(self) -> bool:
         return bool(self.args.get("fail"))
 
 
-def plan_workload(count: int, spread: float, rng: random.Random) -> list[Spec]:
+def plan_workload(count: int, spread: float, rng: random.Random, trace: Path) -> list[Spec]:
     plans: list[str] = []
     for plan, share in MIX.items():
-        plans += [plan] * max(2, round(count * share))
+        plans += [plan] * max(AT_LEAST.get(plan, 2), round(count * share))
     plans += ["mutation"] * max(0, count - len(plans))
     plans = plans[:count]
     rng.shuffle(plans)
+    ways = Counter()
 
     def due_offset() -> float:
         # A quarter due at once, the rest over the spread.
         return 0.0 if rng.random() < 0.25 else rng.uniform(0, spread)
 
+    def how(plan: str) -> dict:
+        ways[plan] += 1
+        return {"how": list(POISON_ERRORS)[ways[plan] % len(POISON_ERRORS)]}
+
     specs = []
     for index, plan in enumerate(plans):
         cancel_at = None
+        offset = due_offset()
         if plan == "mutation":
-            kind, args = "mutation", {"child": rng.random() < 0.8}
-            offset = due_offset()
+            name, args = "campaign:mutation", {"child": rng.random() < 0.8}
         elif plan == "mutation_fail":
-            kind, args = "mutation", {"child": True, "fail": True}
-            offset = due_offset()
+            name, args = "campaign:mutation", {"child": True, "fail": True}
         elif plan == "action":
-            kind, args = "action", {}
-            offset = due_offset()
+            name, args = "campaign:action", {}
         elif plan == "action_work":
-            kind, args = "action", {"work_ms": rng.randint(10, 80)}
-            offset = due_offset()
+            name, args = "campaign:action", {"work_ms": rng.randint(10, 80)}
         elif plan == "action_fail":
-            kind, args = "action", {"fail": True}
+            name, args = "campaign:action", {"fail": True}
             if rng.random() < 0.5:
                 args["work_ms"] = rng.randint(5, 40)
-            offset = due_offset()
         elif plan == "cancel_pending":
             if rng.random() < 0.5:
-                kind, args = "mutation", {"child": True}
+                name, args = "campaign:mutation", {"child": True}
             else:
-                kind, args = "action", {"work_ms": rng.randint(0, 30)}
+                name, args = "campaign:action", {"work_ms": rng.randint(0, 30)}
             cancel_at = rng.uniform(0, spread * 0.8)
             offset = cancel_at + rng.uniform(2.0, 4.0)
         elif plan == "cancel_running":
-            kind, args = "action", {"work_ms": rng.randint(600, 1200)}
+            name, args = "campaign:action", {"work_ms": rng.randint(600, 1200)}
             offset = rng.uniform(0, spread * 0.8)
+        elif plan == "poison_raise":
+            name, args = "poison:raise", how(plan)
+        elif plan == "poison_raise_action":
+            name, args = "poison:raise_action", how(plan)
+        elif plan == "poison_exit":
+            name, args = "poison:exit_process", {}
+        elif plan == "poison_sleep":
+            name, args = "poison:sleep", {"ms": rng.randint(200, 1500), "trace": str(trace)}
+        elif plan == "poison_async":
+            name, args = "poison:async_trace", {"ms": rng.randint(0, 50), "trace": str(trace)}
         else:  # pragma: no cover
             raise AssertionError(plan)
-        key = f"{'m' if kind == 'mutation' else 'a'}{index}"
-        specs.append(
-            Spec(index, plan, kind, key, {"key": key, **args}, round(offset, 3), cancel_at)
-        )
+        key = f"{name.split(':')[0][0]}{index}"
+        if name.startswith("campaign:"):
+            args = {"key": key, **args}
+        specs.append(Spec(index, plan, name, key, args, round(offset, 3), cancel_at))
     return specs
 
 
@@ -411,88 +389,59 @@ def plan_workload(count: int, spread: float, rng: random.Random) -> list[Spec]:
 
 
 class Fleet:
-    """The worker processes, and the faults inflicted on them."""
+    """The worker processes (tests/harness.py), and the faults inflicted on them."""
 
-    def __init__(
-        self, env: dict, logdir: Path, rng: random.Random, concurrency: int, interval: float
-    ) -> None:
-        self.env = env
-        self.logdir = logdir
+    def __init__(self, settings: str, pythonpath: list, logdir: Path, rng, flags) -> None:
+        self.settings, self.pythonpath, self.logdir = settings, pythonpath, logdir
         self.rng = rng
-        self.concurrency = concurrency
-        self.interval = interval
-        self.procs: list[subprocess.Popen] = []
-        self.names: dict[int, str] = {}
-        self.starts = 0
+        self.flags = flags
+        self.procs: list[harness.Worker] = []
+        self.started: list[harness.Worker] = []
         self.kills = 0
+        self.poison_exits = 0
         self.unexpected_exits: list[str] = []
-        #: pids of workers that died (killed, or exited by themselves).
-        self.dead_pids: list[int] = []
 
-    def start(self) -> subprocess.Popen:
-        name = f"worker-{self.starts:03d}"
-        self.starts += 1
-        with open(self.logdir / f"{name}.log", "wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "django",
-                    "runscheduler",
-                    "--concurrency",
-                    str(self.concurrency),
-                    "--interval",
-                    str(self.interval),
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.names[proc.pid] = name
-        self.procs.append(proc)
-        return proc
+    def start(self) -> harness.Worker:
+        log_file = self.logdir / f"worker-{len(self.started):03d}.log"
+        worker = harness.start(
+            "runscheduler",
+            *self.flags,
+            settings=self.settings,
+            pythonpath=self.pythonpath,
+            log=log_file,
+        )
+        self.procs.append(worker)
+        self.started.append(worker)
+        return worker
 
-    def kill_random(self, eligible: set[int]) -> str | None:
+    def kill_random(self, eligible: set[int]) -> bool:
         """SIGKILL a random worker among ``eligible`` pids and start a replacement."""
         candidates = [proc for proc in self.procs if proc.pid in eligible]
         if not candidates:
-            return None
+            return False
         victim = self.rng.choice(candidates)
         self.procs.remove(victim)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(victim.pid, signal.SIGKILL)
-        # Reap it at once: a zombie still answers kill(pid, 0), and other
-        # workers judge a same-host worker dead by its pid.
-        victim.wait()
-        self.dead_pids.append(victim.pid)
+        victim.kill_now()
         self.kills += 1
         self.start()
-        return self.names[victim.pid]
+        return True
 
     def check(self) -> None:
-        """Notice workers that exited without being killed (a finding); replace them."""
+        """Replace workers that exited by themselves: poison:exit_process kills its
+        worker (counted); any other exit is a finding."""
         for proc in list(self.procs):
             code = proc.poll()
             if code is None:
                 continue
             self.procs.remove(proc)
-            self.dead_pids.append(proc.pid)
-            name = self.names[proc.pid]
-            self.unexpected_exits.append(
-                f"{name} (pid {proc.pid}) exited by itself with code {code}:\n"
-                + self.log_tail(name)
-            )
+            if code == POISON_EXIT_CODE:
+                self.poison_exits += 1
+            else:
+                self.unexpected_exits.append(
+                    f"{proc.log.name} (pid {proc.pid}) exited by itself with code {code}:\n"
+                    + proc.tail()
+                )
             self.start()
-
-    def log_tail(self, name: str, lines: int = 15) -> str:
-        try:
-            text = (self.logdir / f"{name}.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
     def pids(self) -> set[int]:
         return {proc.pid for proc in self.procs}
@@ -505,26 +454,20 @@ class Fleet:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.procs:
-            name = self.names[proc.pid]
             try:
                 code = proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                problems.append(f"{name} did not exit within {timeout}s of SIGTERM")
+                problems.append(f"{proc.log.name} did not exit within {timeout}s of SIGTERM")
                 continue
             if code != 0:
-                problems.append(
-                    f"{name} exited with code {code} after SIGTERM:\n" + self.log_tail(name)
-                )
+                problems.append(f"{proc.log.name} exited with {code} after SIGTERM:\n{proc.tail()}")
         self.kill_all()
         return problems
 
     def kill_all(self) -> None:
         for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in self.procs:
             with contextlib.suppress(Exception):
-                proc.wait(30)
+                proc.kill_now()
         self.procs = []
 
 
@@ -543,12 +486,15 @@ class Result:
     children: int = 0
     rows: int = 0
     kills: int = 0
+    poison_exits: int = 0
     worker_starts: int = 0
     db_restarts: int = 0
     db_outage_seconds: float = 0.0
     reconnect_seconds: float | None = None
     states: dict = field(default_factory=dict)
     states_by_kind: dict = field(default_factory=dict)
+    poison: dict = field(default_factory=dict)
+    poison_as_expected: int = 0
     duplicates: int = 0
     lost: int = 0
     orphaned_actions: int = 0
@@ -571,6 +517,7 @@ class Campaign:
         self.options = options
         self.db = db
         self.workdir = workdir
+        self.trace = workdir / "trace"
         self.result = Result(
             database=db.vendor,
             seed=options.seed,
@@ -583,8 +530,6 @@ class Campaign:
         self.specs: list[Spec] = []
         #: Registration id -> pid of every worker seen registered.
         self.worker_pids: dict[str, int] = {}
-        #: Registration ids of the workers that died.
-        self.dead_ids: set[str] = set()
 
     # Database access from the campaign itself, through the restarts.
 
@@ -607,12 +552,12 @@ class Campaign:
         url = self.db.start()
         log(f"database: {self.db.describe()}")
         os.environ["DATABASE_URL"] = url
-        os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings = "tests.settings"
         os.environ["CONVEX_TEST_VAR"] = str(self.workdir / "var")
         os.environ.pop("CONVEX_TEST_DB_NAME", None)
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
-        pythonpath = [str(ROOT)]
+        pythonpath = [ROOT]
         overrides = {
             name: value
             for name, value in (
@@ -627,9 +572,9 @@ class Campaign:
                 "from tests.settings import *  # noqa: F403\n\n"
                 f"CONVEX_SCHEDULER = {{**CONVEX_SCHEDULER, **{overrides!r}}}  # noqa: F405\n"
             )
-            os.environ["DJANGO_SETTINGS_MODULE"] = "campaign_settings"
+            os.environ["DJANGO_SETTINGS_MODULE"] = settings = "campaign_settings"
             sys.path.insert(0, str(self.workdir))
-            pythonpath.insert(0, str(self.workdir))
+            pythonpath.insert(0, self.workdir)
         self.result.settings_overrides = overrides
 
         import django
@@ -640,17 +585,18 @@ class Campaign:
         call_command("migrate", verbosity=0, interactive=False)
         log("migrated")
 
-        self.specs = plan_workload(options.functions, options.spread, random.Random(options.seed))
-        t0 = self.t0 = self._schedule()
+        rng = random.Random(options.seed)
+        self.specs = plan_workload(options.functions, options.spread, rng, self.trace)
+        self.result.poison = dict(
+            sorted(Counter(s.plan for s in self.specs if s.plan.startswith("poison")).items())
+        )
+        t0 = self._schedule()
         log(f"scheduled {len(self.specs)} functions over {options.spread}s")
 
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([*pythonpath, env.get("PYTHONPATH", "")])
         logdir = self.workdir / "workers"
         logdir.mkdir()
-        self.fleet = Fleet(
-            env, logdir, random.Random(options.seed + 1), options.concurrency, options.interval
-        )
+        flags = ("--concurrency", str(options.concurrency), "--interval", str(options.interval))
+        self.fleet = Fleet(settings, pythonpath, logdir, random.Random(options.seed + 1), flags)
         for _ in range(options.workers):
             self.fleet.start()
 
@@ -663,14 +609,15 @@ class Campaign:
         log("drained; stopping the workers with SIGTERM")
         # A worker still starting up has no SIGTERM handler yet.
         self._wait_registered()
+        survivors = {pk for pk, pid in self.worker_pids.items() if pid in self.fleet.pids()}
         for problem in self.fleet.terminate(timeout=60):
             self.result.violations.append(f"shutdown: {problem}")
         for exit_text in self.fleet.unexpected_exits:
             self.result.violations.append(f"worker exit: {exit_text}")
         self.result.kills = self.fleet.kills
-        self.result.worker_starts = self.fleet.starts
-        self._note_deaths()
-        self._check()
+        self.result.poison_exits = self.fleet.poison_exits
+        self.result.worker_starts = len(self.fleet.started)
+        self._check(survivors)
         self.result.wall_seconds = round(time.monotonic() - started, 1)
         self.result.passed = not self.result.violations
         return self.result
@@ -692,7 +639,7 @@ class Campaign:
                     spec.due_time = base + timedelta(seconds=spec.offset)
                     if spec.cancel_at is not None:
                         spec.cancel_time = base + timedelta(seconds=spec.cancel_at)
-                    spec.id = scheduler.run_at(spec.due_time, f"campaign:{spec.kind}", spec.args)
+                    spec.id = scheduler.run_at(spec.due_time, spec.name, spec.args)
         return t0
 
     def _unfinished(self) -> tuple[int, int]:
@@ -712,10 +659,11 @@ class Campaign:
         from convex_scheduler import clock, scheduler
         from convex_scheduler.models import ScheduledFunction, State
 
+        def state_of(pk):
+            return self._retry(lambda: ScheduledFunction.objects.get(pk=pk).state, "reading")
+
         now = clock.now()
         for spec in self._cancel_pending:
-            if spec.canceled_pending or spec.cancel_late:
-                continue
             if now < spec.cancel_time:
                 continue
             due = spec.due_time
@@ -723,9 +671,7 @@ class Campaign:
                 spec.cancel_late = True  # checked like an ordinary function
                 continue
             self._retry(lambda spec=spec: scheduler.cancel(spec.id), "canceling")
-            state = self._retry(
-                lambda spec=spec: ScheduledFunction.objects.get(pk=spec.id).state, "reading"
-            )
+            state = state_of(spec.id)
             if state != State.CANCELED:
                 self.result.violations.append(
                     f"cancel of pending #{spec.id} ({spec.plan}, due in "
@@ -751,12 +697,9 @@ class Campaign:
                 continue
             if state == State.IN_PROGRESS:
                 self._retry(lambda pk=pk: scheduler.cancel(pk), "canceling")
-                after = self._retry(
-                    lambda pk=pk: ScheduledFunction.objects.get(pk=pk).state, "reading"
-                )
                 # Canceled: the cancel won. Failed: its worker was killed and
                 # the orphan sweep got there first; checked as an orphan.
-                spec.canceled_running = after == State.CANCELED
+                spec.canceled_running = state_of(pk) == State.CANCELED
                 spec.cancel_missed = not spec.canceled_running
             else:
                 spec.cancel_missed = True  # finished before we saw it running
@@ -764,7 +707,7 @@ class Campaign:
 
     def _tick(self) -> None:
         self.fleet.check()
-        self._note_deaths()
+        self._registered_pids()
         self._cancels()
 
     def _faults(self, t0, started: float) -> None:
@@ -783,17 +726,16 @@ class Campaign:
             restart_at = t0 + timedelta(seconds=options.spread * rng.uniform(0.3, 0.6))
         next_kill = time.monotonic() + rng.uniform(options.kill_min, options.kill_max)
         next_report = time.monotonic() + 2
-        open_, done = self._unfinished()
         hold_kills_until_progress = None  # (finished count at restart, deadline)
         while True:
             now_mono = time.monotonic()
+            self._tick()
+            open_, done = self._unfinished()
             if now_mono - started > options.duration_limit:
                 raise CampaignError(
                     f"gave up after --duration-limit {options.duration_limit}s with {open_} "
                     "functions unfinished"
                 )
-            self._tick()
-            open_, done = self._unfinished()
             if hold_kills_until_progress is not None:
                 before, deadline = hold_kills_until_progress
                 if done > before:
@@ -813,7 +755,6 @@ class Campaign:
                 registered = self._registered_pids()
                 starting = len(self.fleet.procs) - len(registered)
                 if starting < options.max_starting and self.fleet.kill_random(registered):
-                    self._note_deaths()
                     next_kill = now_mono + rng.uniform(options.kill_min, options.kill_max)
                 else:
                     next_kill = now_mono + 0.05
@@ -825,7 +766,10 @@ class Campaign:
                 hold_kills_until_progress = (done_then, self._restarted_at + 30)
             if now_mono >= next_report:
                 next_report = now_mono + 2
-                log(f"{done} succeeded, {open_} unfinished, {self.fleet.kills} kills")
+                log(
+                    f"{done} succeeded, {open_} unfinished, {self.fleet.kills} kills, "
+                    f"{self.fleet.poison_exits} poison exits"
+                )
             if (
                 clock.now() > last_due
                 and open_ <= threshold
@@ -837,6 +781,7 @@ class Campaign:
             time.sleep(0.05)
 
     def _registered_pids(self) -> set[int]:
+        """Pids of the live workers that registered; remembers every registration seen."""
         from convex_scheduler.models import SchedulerWorker
 
         rows = self._retry(
@@ -847,12 +792,6 @@ class Campaign:
             if pid in live:
                 self.worker_pids.setdefault(pk, pid)
         return live & {pid for _, pid in rows}
-
-    def _note_deaths(self) -> None:
-        """Remember the registration ids of workers that died since the last call."""
-        while self.fleet.dead_pids:
-            pid = self.fleet.dead_pids.pop()
-            self.dead_ids.update(pk for pk, seen in self.worker_pids.items() if seen == pid)
 
     def _wait_registered(self, timeout: float = 30) -> None:
         """Wait until every live worker has registered (is past its start-up)."""
@@ -893,26 +832,35 @@ class Campaign:
 
     # Checking ------------------------------------------------------------
 
-    def _check(self) -> None:
-        from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, State
+    def _check(self, survivors: set[str]) -> None:
+        from convex_scheduler.conf import scheduler_settings
+        from convex_scheduler.models import (
+            CRASHED_ERROR,
+            ORPHANED_ACTION_ERROR,
+            ScheduledFunction,
+            State,
+        )
         from tests.models import ActionRun
         from tests.models import Counter as CounterRow
 
         result = self.result
-        violations = result.violations
         rows = {
             row["id"]: row
             for row in ScheduledFunction.objects.values(
-                "id", "name", "kind", "state", "error", "parent_id", "attempts", "owner"
+                "id", "name", "kind", "state", "error", "parent_id", "attempts", "crashes", "owner"
             )
         }
         counters = dict(CounterRow.objects.values_list("name", "value"))
         runs = Counter(ActionRun.objects.values_list("scheduled_function_id", flat=True))
+        # One line per start of a poison:sleep or poison:async_trace action.
+        text = self.trace.read_text() if self.trace.exists() else ""
+        traced = Counter(int(line) for line in text.split())
         children = defaultdict(list)
         for row in rows.values():
             if row["name"] == "campaign:child":
                 children[row["parent_id"]].append(row)
         by_id = {spec.id: spec for spec in self.specs}
+        crashed = CRASHED_ERROR.format(crashes=scheduler_settings.MAX_CRASHES)
 
         result.rows = len(rows)
         result.children = sum(len(kids) for kids in children.values())
@@ -931,7 +879,7 @@ class Campaign:
                 duplicates += 1
             elif kind == "lost":
                 lost += 1
-            violations.append(f"{kind}: {message}")
+            result.violations.append(f"{kind}: {message}")
 
         terminal = {State.SUCCESS, State.FAILED, State.CANCELED}
         for pk, row in rows.items():
@@ -954,17 +902,37 @@ class Campaign:
                 and (row["error"] != ORPHANED_ACTION_ERROR or row["kind"] != "action")
             ):
                 bad("wrong", f"#{pk} {row['kind']} has error {row['error'][:200]!r}")
+            if row["error"] == crashed and row["name"] != "poison:exit_process":
+                bad("wrong", f"#{pk} {row['name']} failed as a poison: {row['error']!r}")
 
         for name, value in counters.items():
             if value > 1:
                 bad("duplicate", f"counter {name} = {value}")
+            elif name.startswith("poison-ran-"):
+                bad("wrong", f"counter {name}: a failed mutation's write was kept")
 
         for pk, count in runs.items():
             spec = by_id.get(pk)
-            if spec is None or spec.kind != "action":
+            if spec is None or spec.name != "campaign:action":
                 bad("wrong", f"an action run recorded for #{pk}, which is not a campaign action")
             elif count > 1:
                 bad("duplicate", f"action #{pk} ({spec.plan}) started {count} times")
+        for pk, count in traced.items():
+            if count > 1:
+                bad("duplicate", f"action #{pk} ({by_id[pk].plan}) started {count} times")
+
+        def orphaned(spec: Spec, row: dict) -> bool:
+            """Failed as orphaned: fine once its worker died (never a live one's)."""
+            if row["error"] != ORPHANED_ACTION_ERROR:
+                return False
+            result.orphaned_actions += 1
+            if row["owner"] in survivors or not row["owner"]:
+                bad(
+                    "wrong",
+                    f"#{spec.id} ({spec.plan}) was failed as orphaned, but its worker "
+                    f"{row['owner'] or '(none)'} was alive",
+                )
+            return True
 
         for spec in self.specs:
             row = rows.get(spec.id)
@@ -972,17 +940,35 @@ class Campaign:
                 bad("lost", f"#{spec.id} ({spec.plan}) vanished from the table")
                 continue
             state, error = row["state"], row["error"]
+            headline = error.split("\n", 1)[0]
             where = f"#{spec.id} ({spec.plan})"
-            if spec.canceled_pending:
-                result.canceled_pending += 1
-            if spec.cancel_late:
-                result.cancels_late += 1
-            if spec.canceled_running:
-                result.canceled_running += 1
-            if spec.cancel_missed:
-                result.cancels_missed += 1
+            result.canceled_pending += spec.canceled_pending
+            result.cancels_late += spec.cancel_late
+            result.canceled_running += spec.canceled_running
+            result.cancels_missed += spec.cancel_missed
             if state not in terminal:
                 continue  # already reported
+            if spec.plan.startswith("poison"):
+                ok = False
+                if spec.plan == "poison_exit":
+                    ok = (state, error, row["crashes"]) == (State.FAILED, crashed, 3)
+                elif spec.plan.startswith("poison_raise"):
+                    expected = POISON_ERRORS[spec.args["how"]]
+                    ok = state == State.FAILED and headline == expected
+                    ok = ok or (spec.kind == "action" and orphaned(spec, row))
+                elif state == State.SUCCESS:  # sleeping and async actions
+                    ok = traced[spec.id] == 1
+                    if not ok:
+                        bad("lost", f"{where} succeeded without running")
+                        continue
+                else:
+                    ok = orphaned(spec, row)
+                if ok:
+                    result.poison_as_expected += 1
+                else:
+                    crashes = row["crashes"]
+                    bad("wrong", f"{where} ended {state} ({crashes} crashes): {error[:300]!r}")
+                continue
             if spec.kind == "mutation":
                 value = counters.get(spec.key, 0)
                 kids = children.get(spec.id, [])
@@ -998,8 +984,10 @@ class Campaign:
                     kind = "lost" if expect_state == State.SUCCESS else "wrong"
                     bad(kind, f"{where} ended {state}, expected {expect_state}: {error[:300]}")
                     continue
-                if state == State.FAILED and not error.startswith("ValueError: campaign failure"):
-                    bad("wrong", f"{where} failed with {error[:300]!r}")
+                if state == State.FAILED:
+                    result.failed_on_purpose += 1
+                    if not headline.startswith("ValueError: campaign failure"):
+                        bad("wrong", f"{where} failed with {error[:300]!r}")
                 if value < expect_value:
                     bad("lost", f"{where} is {state} but its counter is {value}")
                 elif value > expect_value and value <= 1:
@@ -1018,32 +1006,21 @@ class Campaign:
                 continue
 
             count = runs.get(spec.id, 0)
-            if error == ORPHANED_ACTION_ERROR:
-                result.orphaned_actions += 1
-                if row["owner"] not in self.dead_ids:
-                    pid = self.worker_pids.get(row["owner"])
-                    bad(
-                        "wrong",
-                        f"{where} was failed as orphaned, but its worker "
-                        f"{row['owner'] or '(none)'} (pid {pid}) was not killed",
-                    )
+            if orphaned(spec, row):
+                continue  # its worker died; at most one run (checked above)
             if spec.canceled_pending:
                 if state != State.CANCELED or count:
                     bad("wrong", f"{where} ended {state} after {count} runs")
-                continue
-            if spec.canceled_running:
+            elif spec.canceled_running:
                 if state != State.CANCELED:
                     bad("wrong", f"{where} was canceled while running but ended {state}")
-                continue
-            if state == State.SUCCESS:
+            elif state == State.SUCCESS:
                 if spec.fails:
                     bad("wrong", f"{where} meant to fail but succeeded")
                 if count == 0:
                     bad("lost", f"{where} succeeded without running")
             elif state == State.FAILED:
-                if error == ORPHANED_ACTION_ERROR:
-                    pass  # its worker was killed; at most one run (checked above)
-                elif spec.fails and error.startswith("RuntimeError: campaign failure"):
+                if spec.fails and headline.startswith("RuntimeError: campaign failure"):
                     result.failed_on_purpose += 1
                     if count == 0:
                         bad("lost", f"{where} failed on purpose without running")
@@ -1055,13 +1032,6 @@ class Campaign:
                     bad("wrong", f"{where} failed with {error[:300]!r}")
             else:
                 bad("wrong", f"{where} ended {state}, but nobody canceled it")
-        result.failed_on_purpose += sum(
-            1
-            for spec in self.specs
-            if spec.kind == "mutation"
-            and spec.fails
-            and rows.get(spec.id, {}).get("state") == State.FAILED
-        )
         result.duplicates = duplicates
         result.lost = lost
 
@@ -1076,6 +1046,7 @@ def _is_connection_error(error: str) -> bool:
 def print_summary(result: Result) -> None:
     verdict = "PASSED" if result.passed else "FAILED"
     states = ", ".join(f"{state} {count}" for state, count in result.states.items())
+    poison = ", ".join(f"{plan[7:]} {count}" for plan, count in result.poison.items())
     lines = [
         f"Fault campaign {verdict}",
         f"  database          {result.database}",
@@ -1086,6 +1057,8 @@ def print_summary(result: Result) -> None:
         f"{result.worker_starts} started"
         + (f"; settings {result.settings_overrides}" if result.settings_overrides else ""),
         f"  kills (SIGKILL)   {result.kills}",
+        f"  poison exits      {result.poison_exits} workers died running poison:exit_process "
+        "(restarted)",
         f"  restarts (db)     {result.db_restarts}"
         + (
             f" (down {result.db_outage_seconds}s; survivors busy again after "
@@ -1102,6 +1075,9 @@ def print_summary(result: Result) -> None:
             if result.actions_failed_by_outage
             else ""
         ),
+        f"  poison mix        {poison}",
+        f"    as expected     {result.poison_as_expected} of {sum(result.poison.values())} "
+        "(failed with their exact error, or ran once)",
         f"  orphaned actions  {result.orphaned_actions} (failed, '{_orphan_message()}')",
         f"  canceled          {result.canceled_pending} while pending, "
         f"{result.canceled_running} while running "
@@ -1246,8 +1222,8 @@ def main(argv=None) -> int:
     except CampaignError as exc:
         print(f"Fault campaign could not finish: {exc}", flush=True)
         if campaign.fleet is not None:
-            for name in sorted(campaign.fleet.names.values())[-3:]:
-                print(f"  {name}:\n{campaign.fleet.log_tail(name)}", flush=True)
+            for worker in campaign.fleet.started[-3:]:
+                print(f"  {worker.log.name}:\n{worker.tail()}", flush=True)
     except KeyboardInterrupt:
         print("Fault campaign interrupted", flush=True)
         code = 130

@@ -75,6 +75,10 @@ def _listening():
 
 
 def test_cancel_racing_a_running_mutation_waits_and_exactly_one_commits(tmp_path):
+    """The cancel is certainly issued while the mutation holds its lock: the
+    mutation waits at a gate file until the cancel's own connection is seen
+    blocked (a lock wait on the server; on SQLite, its write statement begun
+    while the worker holds the database's write lock)."""
     gate, entered = tmp_path / "gate", tmp_path / "entered"
     gate.touch()
     sid = scheduler.run_after(
@@ -83,27 +87,57 @@ def test_cancel_racing_a_running_mutation_waits_and_exactly_one_commits(tmp_path
         {"name": "raced", "gate": str(gate), "entered": str(entered)},
     )
     worker = start_worker()
+    issued, outcome = threading.Event(), []
     try:
         wait_for(entered.exists, "the mutation to start")
-        canceller = threading.Thread(target=_cancel_in_own_connection, args=(sid,))
+        canceller = threading.Thread(target=_cancel_in_own_connection, args=(sid, issued, outcome))
         canceller.start()
+        wait_for(issued.is_set, "the cancel to reach the database", timeout=30)
+        if connection.vendor != "sqlite":
+            wait_for(_a_connection_waits_for_a_lock, "the cancel to wait for the lock", 30)
+        assert canceller.is_alive()  # blocked behind the running mutation
         gate.unlink()
         canceller.join(timeout=60)
         assert not canceller.is_alive()
+        assert outcome == ["returned"]
         row = ScheduledFunction.objects.get(pk=sid)
-        # The mutation held its row lock; the cancel waited and found it done.
+        # The mutation held its lock; the cancel waited and found it done.
         assert row.state == State.SUCCESS
         assert Counter.objects.get(name="raced").value == 1
     finally:
+        gate.unlink(missing_ok=True)
         worker.terminate()
         finish(worker)
 
 
-def _cancel_in_own_connection(sid):
+def _cancel_in_own_connection(sid, issued, outcome):
+    """``scheduler.cancel`` on this thread's own connection; ``issued`` is set once
+    its first write statement has begun (and so waits for any lock held)."""
     try:
+        if connection.vendor == "sqlite":
+            connection.ensure_connection()
+            connection.connection.set_trace_callback(
+                lambda sql: issued.set() if sql.startswith(("BEGIN", "UPDATE")) else None
+            )
+        else:
+            issued.set()  # the lock wait is seen on the server itself
         scheduler.cancel(sid)
+        outcome.append("returned")
+    except Exception as exc:
+        outcome.append(repr(exc))
     finally:
         connections.close_all()
+
+
+def _a_connection_waits_for_a_lock():
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+        else:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            )
+        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'")

@@ -1,3 +1,4 @@
+import logging
 import socket
 import threading
 
@@ -32,8 +33,13 @@ def test_ringing_removes_sockets_of_dead_workers(tmp_path):
     assert not stale.exists()
 
 
-def test_ringing_a_missing_folder_is_harmless(tmp_path):
-    ring_doorbells(tmp_path / "nobody-here")
+def test_ringing_a_missing_folder_is_harmless(tmp_path, caplog):
+    """No folder means no worker on this machine: nothing to log, nothing made."""
+    missing = tmp_path / "nobody-here"
+    with caplog.at_level(logging.DEBUG, logger="convex_scheduler"):
+        ring_doorbells(missing)
+    assert caplog.records == []
+    assert not missing.exists()
 
 
 @pytest.mark.django_db

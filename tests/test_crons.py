@@ -496,6 +496,33 @@ def test_nothing_due_costs_one_query(db, code_crons, fake_clock, django_assert_n
         assert due(fake_clock) == 0
 
 
+def test_ten_thousand_crons_cost_one_query_when_none_is_due_and_a_few_when_one_is(
+    db, fake_clock, django_assert_num_queries, django_assert_max_num_queries
+):
+    later = START + timedelta(hours=1)
+    CronJob.objects.bulk_create(
+        CronJob(
+            name=f"user {index}",
+            function="tests.functions:increment",
+            kind="mutation",
+            args={"name": "many"},
+            schedule_type="interval",
+            interval=timedelta(hours=1),
+            timezone="UTC",
+            source=CronSource.RUNTIME,
+            next_tick=later,
+        )
+        for index in range(10_000)
+    )
+    with django_assert_num_queries(1):
+        assert due(fake_clock) == 0
+    CronJob.objects.filter(name="user 7").update(next_tick=START)
+    # Exists, then lock, runs, insert and update: none of it grows with the crons.
+    with django_assert_max_num_queries(8):
+        assert due(fake_clock) == 1
+    assert runs("user 7") == [START]
+
+
 def test_the_database_allows_one_row_per_cron_tick_and_any_number_without_a_cron(db):
     def insert(cron):
         return ScheduledFunction.objects.insert_one(

@@ -75,7 +75,7 @@ def start_poller(ticks, gate):
 
 def test_processes_polling_at_once_settle_each_tick_exactly_once(tmp_path):
     """Every tick of every cron ends as exactly one run, or one counted skip."""
-    ticks, cron_count = 12, 25
+    ticks, cron_count = 8, 10
     for index in range(cron_count):
         crons.register(
             f"proc {index}", functions.increment, {"name": "proc"}, interval=timedelta(minutes=1)

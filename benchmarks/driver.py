@@ -5,7 +5,8 @@ virtualenv), with ``BENCH_TARGET`` (``ours`` or ``peer``) and ``DATABASE_URL``
 set. Each subcommand prints progress to stderr and, as its last line on
 stdout, ``BENCH-RESULT <json>``.
 
-Workers are always real ``manage.py`` subprocesses of the same interpreter:
+Workers are always real Django subprocesses of the same interpreter, started,
+stopped and reaped by the test suite's harness (``tests/harness.py``):
 ``runscheduler`` for ours, ``db_worker`` for django-tasks-db.
 """
 
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,11 +37,12 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections, transaction  # noqa: E402
 
+from tests import harness  # noqa: E402
+
 TARGET = settings.TARGET
 VAR = Path(settings.VAR_DIR)
 LOGS = VAR / "logs"
 LOGS.mkdir(parents=True, exist_ok=True)
-MANAGE = str(HERE / "manage.py")
 #: db_worker's default --interval (seconds); we run it with its defaults.
 PEER_POLL_INTERVAL = 1.0
 OWN_DB_PREFIX = "convex_bench"
@@ -87,10 +88,7 @@ class Ours:
         self.scheduler.run_after(0, fn)
 
     def worker_command(self, *, burst: bool) -> list[str]:
-        command = [sys.executable, MANAGE, "runscheduler"]
-        if burst:
-            command.append("--burst")
-        return command
+        return ["runscheduler", "--burst"] if burst else ["runscheduler"]
 
     def pending(self) -> int:
         return self.Model.objects.filter(state__in=("pending", "inProgress")).count()
@@ -133,7 +131,7 @@ class Peer:
         self.tasks.noop.enqueue()
 
     def worker_command(self, *, burst: bool) -> list[str]:
-        command = [sys.executable, MANAGE, "db_worker", "--no-startup-delay", "--no-reload"]
+        command = ["db_worker", "--no-startup-delay", "--no-reload"]
         if burst:
             command.append("--batch")
         return command
@@ -219,51 +217,27 @@ def preschedule(t, count: int, kind: str, chunk: int = 1000) -> float:
     return time.perf_counter() - started
 
 
-def open_log(label: str):
-    return open(LOGS / f"{label}.log", "ab")
-
-
-def start_workers(t, n: int, *, burst: bool, label: str) -> list[subprocess.Popen]:
-    processes = []
-    for index in range(n):
-        handle = open_log(f"{label}-{index}")
-        processes.append(
-            subprocess.Popen(
-                t.worker_command(burst=burst),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=os.environ.copy(),
-            )
+def start_workers(t, n: int, *, burst: bool, label: str) -> list[harness.Worker]:
+    return [
+        harness.start(
+            *t.worker_command(burst=burst),
+            settings=os.environ["DJANGO_SETTINGS_MODULE"],
+            cwd=HERE,
+            pythonpath=[HERE, REPO],
+            log=LOGS / f"{label}-{index}.log",
         )
-        handle.close()
-    return processes
+        for index in range(n)
+    ]
 
 
-def wait_all(processes: list[subprocess.Popen], timeout: float) -> list[int]:
+def wait_all(processes: list[harness.Worker], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
-    codes = []
-    for process in processes:
-        remaining = max(0.1, deadline - time.monotonic())
-        try:
-            codes.append(process.wait(remaining))
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                if other.poll() is None:
-                    other.kill()
-                    other.wait()
-            raise TimeoutError(f"workers still running after {timeout:.0f}s") from None
-    return codes
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    try:
+        return [process.wait(max(0.1, deadline - time.monotonic())) for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill_now()
+        raise TimeoutError(f"workers still running after {timeout:.0f}s") from None
 
 
 def rss_kb(pid: int) -> dict:
@@ -521,7 +495,7 @@ def cmd_latency(args) -> dict:
             if index >= 0:
                 samples.append((started_ns - committed) / 1e6)
     finally:
-        stop(worker)
+        worker.stop(15)
         connections.close_all()
     ordered = sorted(samples)
     result = {
@@ -784,7 +758,7 @@ def cmd_memory(args) -> dict:
         log(f"RSS after {args.total}: {after_total['VmRSS'] / 1024:.1f} MiB")
         stats = t.finished_stats()
     finally:
-        stop(worker)
+        worker.stop(15)
         connections.close_all()
     clear(t)
     result = {

@@ -5,17 +5,16 @@
                              [--json out.json] [--write-docs]
 
 Only the standard library is used here. The measurements themselves run in
-``driver.py`` under two interpreters: ours (the repository's ``.venv`` if
-present, else this interpreter if it has Django, else ``benchmarks/.venv-ours``,
-created on first use) and the peer's (``benchmarks/.venv-peers`` with
-django-tasks-db, created on first use). See ``benchmarks/README.md``.
+``driver.py`` under two interpreters: ours (``--python``, else the repository's
+``.venv``, which ``scripts/test`` makes, else this interpreter) and the peer's
+(``benchmarks/.venv-peers`` with django-tasks-db, created on first use). See
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import configparser
 import fcntl
 import json
 import os
@@ -90,13 +89,6 @@ def _has_modules(python: str, modules: list[str]) -> bool:
     return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
 
 
-def _project_requirements() -> list[str]:
-    parser = configparser.ConfigParser()
-    parser.read(REPO / "setup.cfg")
-    lines = parser.get("options", "install_requires", fallback="Django>=5.2").splitlines()
-    return [line.strip() for line in lines if line.strip()] + ["psycopg[binary]", "dj-database-url"]
-
-
 def _ensure_venv(path: Path, requirements: list[str], *, reinstall: bool) -> str:
     """A virtualenv at ``path`` with ``requirements`` (and, if it builds, mysqlclient)."""
     python = path / "bin" / "python"
@@ -121,16 +113,15 @@ def _ensure_venv(path: Path, requirements: list[str], *, reinstall: bool) -> str
 
 
 def ours_python(args) -> str:
+    """The interpreter for ours; the repository's ``.venv`` is made by ``scripts/test``."""
     if args.python:
         # Absolute but not resolved: a virtualenv's python is a symlink out of it.
         return os.path.abspath(args.python)
     repo_venv = REPO / ".venv" / "bin" / "python"
-    needed = ["django", "dj_database_url"]
-    if repo_venv.exists() and _has_modules(str(repo_venv), needed):
-        return str(repo_venv)
-    if _has_modules(sys.executable, needed):
-        return sys.executable
-    return _ensure_venv(HERE / ".venv-ours", _project_requirements(), reinstall=args.reinstall)
+    for python in (str(repo_venv), sys.executable):
+        if Path(python).exists() and _has_modules(python, ["django", "dj_database_url"]):
+            return python
+    raise SystemExit("no interpreter with Django for ours: run scripts/test once, or pass --python")
 
 
 def peer_python(args) -> str:
@@ -630,68 +621,38 @@ def print_report(report: dict) -> None:
         say(text_table(["database", "target", "goal", "measured", "status"], rows, numeric=False))
 
 
-NOTES_START = {"md": "<!-- notes-start -->", "rst": ".. notes-start"}
-NOTES_END = {"md": "<!-- notes-end -->", "rst": ".. notes-end"}
-DEFAULT_NOTES = {
-    "md": "_Written by hand; `--write-docs` keeps whatever stands between these markers._\n",
-    "rst": "*Written by hand;* ``--write-docs`` *keeps whatever stands between these markers.*\n",
-}
-
-
-def docs_format(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    conf = DOCS / "conf.py"
-    if conf.exists() and "myst" not in conf.read_text():
-        return "rst"  # Sphinx without MyST cannot include Markdown
-    return "md"
+NOTES_START, NOTES_END = ".. notes-start", ".. notes-end"
+DEFAULT_NOTES = (
+    "*Written by hand;* ``--write-docs`` *keeps whatever stands between these markers.*\n"
+)
 
 
 class Doc:
-    """A tiny writer for the two formats the docs may be in."""
+    """A tiny reStructuredText writer."""
 
-    def __init__(self, fmt: str) -> None:
-        self.fmt = fmt
+    def __init__(self) -> None:
         self.parts: list[str] = []
 
     def title(self, text: str, level: int) -> None:
-        if self.fmt == "md":
-            self.parts.append(f"{'#' * level} {text}\n")
-        else:
-            char = {1: "=", 2: "-", 3: "~"}[level]
-            self.parts.append(f"{text}\n{char * len(text)}\n")
+        self.parts.append(f"{text}\n{'=-~'[level - 1] * len(text)}\n")
 
     def para(self, text: str) -> None:
         self.parts.append(text.strip() + "\n")
 
     def code(self, text: str, lang: str = "console") -> None:
-        if self.fmt == "md":
-            self.parts.append(f"```{lang}\n{text}\n```\n")
-        else:
-            body = "\n".join("   " + line for line in text.splitlines())
-            self.parts.append(f".. code-block:: {lang}\n\n{body}\n")
+        body = "\n".join("   " + line for line in text.splitlines())
+        self.parts.append(f".. code-block:: {lang}\n\n{body}\n")
 
     def bullets(self, items: list[str]) -> None:
         self.parts.append("\n".join(f"- {item}" for item in items) + "\n")
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
-        if self.fmt == "md":
-
-            def esc(value: str) -> str:
-                return value.replace("|", "\\|")
-
-            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(esc(c.strip()) for c in row) + " |" for row in rows]
-            self.parts.append("\n".join(lines) + "\n")
-        else:
-            lines = [".. list-table::", "   :header-rows: 1", ""]
-            for row in [header, *rows]:
-                first = True
-                for value in row:
-                    lead = "   * - " if first else "     - "
-                    lines.append((lead + (value or "").strip()).rstrip())
-                    first = False
-            self.parts.append("\n".join(lines) + "\n")
+        lines = [".. list-table::", "   :header-rows: 1", ""]
+        for row in [header, *rows]:
+            for index, value in enumerate(row):
+                lead = "   * - " if index == 0 else "     - "
+                lines.append((lead + (value or "").strip()).rstrip())
+        self.parts.append("\n".join(lines) + "\n")
 
     def raw(self, text: str) -> None:
         self.parts.append(text)
@@ -704,33 +665,26 @@ def _load(values) -> str:
     return ", ".join(f"{v:.2f}" for v in values) if values else "?"
 
 
-def lit(fmt: str, text: str) -> str:
-    return f"`{text}`" if fmt == "md" else f"``{text}``"
+def L(text: str) -> str:  # a literal, as short as the markup it writes
+    return f"``{text}``"
 
 
-def write_docs(report: dict, fmt: str) -> Path:
-    path = DOCS / f"performance.{fmt}"
-    notes = DEFAULT_NOTES[fmt]
+def write_docs(report: dict) -> Path:
+    path = DOCS / "performance.rst"
+    notes = DEFAULT_NOTES
     if path.exists():
         old = path.read_text()
-        start, end = old.find(NOTES_START[fmt]), old.find(NOTES_END[fmt])
+        start, end = old.find(NOTES_START), old.find(NOTES_END)
         if start != -1 and end > start:
-            notes = old[start + len(NOTES_START[fmt]) : end].strip("\n") + "\n"
+            notes = old[start + len(NOTES_START) : end].strip("\n") + "\n"
             if not notes.strip():
-                notes = DEFAULT_NOTES[fmt]
-    d = Doc(fmt)
-    L = lambda text: lit(fmt, text)  # noqa: E731
+                notes = DEFAULT_NOTES
+    d = Doc()
     d.title("Performance", 1)
-    if fmt == "rst":
-        d.raw(
-            ".. This page is generated by ``python benchmarks/run.py --write-docs``; edit\n"
-            "   only the notes section (between the notes markers), which is kept.\n"
-        )
-    else:
-        d.raw(
-            "<!-- Generated by `python benchmarks/run.py --write-docs`; edit only the notes\n"
-            "     section (between the notes markers), which is kept. -->\n"
-        )
+    d.raw(
+        ".. This page is generated by ``python benchmarks/run.py --write-docs``; edit\n"
+        "   only the notes section (between the notes markers), which is kept.\n"
+    )
     d.para(
         "How fast the scheduler dispatches, how soon a due function starts, and whether that holds "
         "as the table grows, measured by the benchmark suite in "
@@ -745,7 +699,7 @@ def write_docs(report: dict, fmt: str) -> Path:
     )
     d.para(
         f"It creates {L('benchmarks/.venv-peers')} (django-tasks-db) on first use and runs ours "
-        f"from the repository's {L('.venv')} (or {L('benchmarks/.venv-ours')}). PostgreSQL "
+        f"from the repository's {L('.venv')} (made by {L('scripts/test')}). PostgreSQL "
         f"is expected at 127.0.0.1:5432 (user postgres), MariaDB at 127.0.0.1:3306 (root); the "
         f"benchmark creates and drops its own {L('convex_bench')} and {L('convex_bench_peer')} "
         f"databases. See {L('benchmarks/README.md')} for every option."
@@ -871,7 +825,7 @@ def write_docs(report: dict, fmt: str) -> Path:
     )
 
     d.title("Notes on the gaps", 2)
-    d.raw(f"{NOTES_START[fmt]}\n\n{notes.strip()}\n\n{NOTES_END[fmt]}\n")
+    d.raw(f"{NOTES_START}\n\n{notes.strip()}\n\n{NOTES_END}\n")
     path.write_text(d.render())
     return path
 
@@ -907,15 +861,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small smoke run; skips scale")
     parser.add_argument("--json", metavar="PATH", help="also write the results here")
-    parser.add_argument(
-        "--write-docs", action="store_true", help="regenerate docs/performance.(md|rst)"
-    )
-    parser.add_argument(
-        "--docs-format",
-        choices=("auto", "md", "rst"),
-        default="auto",
-        help="auto: rst when docs/conf.py has no MyST (Sphinx cannot include Markdown)",
-    )
+    parser.add_argument("--write-docs", action="store_true", help="regenerate docs/performance.rst")
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
@@ -960,7 +906,7 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         if args.write_docs:
-            path = write_docs(report, docs_format(args.docs_format))
+            path = write_docs(report)
             say(f"docs: {path.relative_to(REPO)}")
         return 0
 
@@ -1036,7 +982,7 @@ def main() -> int:
                     note = (
                         f"mysqlclient is not importable by {python} (apt-get install -y "
                         "libmariadb-dev pkg-config, then pip install mysqlclient into it, or "
-                        "pass --python benchmarks/.venv-ours/bin/python)"
+                        "pass --python PATH)"
                     )
                     say(f"  note: {name} skipped on MariaDB: {note}")
                     skipped[name] = note
@@ -1059,7 +1005,7 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         say(f"results: {args.json}")
     if args.write_docs:
-        path = write_docs(report, docs_format(args.docs_format))
+        path = write_docs(report)
         say(f"docs: {path.relative_to(REPO)}")
     say(f"took {report['duration_s'] / 60:.1f} min")
     return 0

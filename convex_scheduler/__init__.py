@@ -6,9 +6,12 @@ are plain Python until a function is scheduled or run.
 
 from .exceptions import SchedulingError
 from .registry import action, internal_action, internal_mutation, mutation
+from .retries import NonRetryableError, Retry
 from .scheduler import scheduler
 
 __all__ = [
+    "NonRetryableError",
+    "Retry",
     "SchedulingError",
     "action",
     "internal_action",

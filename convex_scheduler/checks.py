@@ -28,6 +28,7 @@ _POSITIVE_INTS = (
     "CONCURRENCY",
     "BATCH_SIZE",
     "MAX_CRASHES",
+    "MAX_RESULT_BYTES",
 )
 _POSITIVE_SECONDS = (
     "POLL_INTERVAL",
@@ -162,7 +163,37 @@ def check_settings(
                             id="convex_scheduler.E009",
                         )
                     )
+    errors.extend(_check_pools(value.get("POOLS", DEFAULTS["POOLS"])))
     return errors
+
+
+def _check_pools(pools: Any) -> list[CheckMessage]:
+    problem = None
+    if not isinstance(pools, dict):
+        problem = f"must be a dict of pool names to options, not {type(pools).__name__}"
+    else:
+        for name, options in pools.items():
+            limit = options.get("max_parallelism") if isinstance(options, dict) else None
+            if not isinstance(name, str) or not name or len(name) > 100:
+                problem = f"has the pool name {name!r}; names are 1 to 100 characters"
+            elif not isinstance(options, dict) or set(options) - {"max_parallelism"}:
+                problem = f"[{name!r}] must be a dict with the key 'max_parallelism' only"
+            elif isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                problem = (
+                    f"[{name!r}]['max_parallelism'] must be a whole number, 0 or more, "
+                    f"not {limit!r}"
+                )
+            if problem:
+                break
+    if problem is None:
+        return []
+    return [
+        Error(
+            f"{SETTING_NAME}['POOLS'] {problem}.",
+            hint="For example {'emails': {'max_parallelism': 5}}; 0 pauses a pool.",
+            id="convex_scheduler.E014",
+        )
+    ]
 
 
 @register(Tags.compatibility)

@@ -47,6 +47,12 @@ DEFAULTS: dict[str, Any] = {
     "UNKNOWN_FUNCTION_TIMEOUT": 3600.0,
     # Log a failed function's traceback with its WARNING line.
     "LOG_TRACEBACKS": True,
+    # The largest JSON a function's return value may be stored as (bytes).
+    "MAX_RESULT_BYTES": 1024 * 1024,
+    # Pools with a parallelism limit: {"emails": {"max_parallelism": 5}}. An
+    # action of a pool runs only while fewer of the pool's actions run, across
+    # all workers; 0 pauses the pool. Pools not listed are unbounded.
+    "POOLS": {},
     # Backoff for transient errors (seconds): conflicts retry in place, other
     # transient errors move the due time.
     "CONFLICT_BACKOFF_INITIAL": 0.1,

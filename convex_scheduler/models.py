@@ -7,11 +7,12 @@ and says so, instead of overwriting what another process decided.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections, models
+from django.db import connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import ExpressionWrapper, F, Q
 from django.db.models.expressions import Combinable
@@ -21,6 +22,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import clock
 from .compat import can_return_from_insert, quote_name
+from .retries import Retry
 
 #: The exact error an action gets when its worker died while running it.
 ORPHANED_ACTION_ERROR = "Transient error while executing action"
@@ -75,6 +77,9 @@ _INSERT_FIELDS = (
     "priority",
     "pool",
     "cron",
+    "retry",
+    "on_complete",
+    "on_complete_context",
 )
 _insert_sql_cache: dict[tuple[str, str, bool], str] = {}
 
@@ -166,12 +171,99 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             batches += 1
         return deleted
 
-    def cancel(self, now: datetime) -> int:
+    def _finish(self, now: datetime, changes: dict[str, Any], callbacks: bool | None) -> int:
+        """Apply a terminal transition, and schedule the completion callbacks of the
+        rows it finished in the same transaction, so each runs exactly once.
+
+        ``callbacks=False`` says the caller knows no row has one (saving a query).
+        """
+        if callbacks is False:
+            return self.update(**changes)
+        with transaction.atomic(using=self.db):
+            waiting = list(
+                self.filter(callback_id__isnull=True)
+                .exclude(on_complete="")
+                .values_list("pk", flat=True)
+            )
+            changed = self.update(**changes)
+            if waiting:
+                ScheduledFunction.objects.using(self.db).filter(pk__in=waiting).schedule_callbacks(now)
+        return changed
+
+    def schedule_callbacks(self, now: datetime) -> int:
+        """Schedule ``on_complete`` of every finished row here whose callback is not scheduled yet.
+
+        The callback mutation is called as ``callback(ctx, id=…, context=…,
+        result=…)`` with the outcome ``{"kind": "success", "return_value": …}``,
+        ``{"kind": "failed", "error": "<first line>"}`` or ``{"kind": "canceled"}``.
+        Run inside the transaction of the terminal transition.
+        """
+        from .wakeup import CHANNEL, ring_local_workers
+
+        rows = list(
+            self.filter(state__in=FINISHED_STATES, callback_id__isnull=True)
+            .exclude(on_complete="")
+            .select_for_update()
+            .values_list("pk", "state", "result", "error", "on_complete", "on_complete_context")
+        )
+        manager = ScheduledFunction.objects.using(self.db)
+        for pk, state, result, error, callback, context in rows:
+            if state == State.SUCCESS:
+                outcome: dict[str, Any] = {"kind": "success", "return_value": result}
+            elif state == State.FAILED:
+                outcome = {"kind": "failed", "error": (error or "").split("\n", 1)[0]}
+            else:
+                outcome = {"kind": "canceled"}
+            args = {"id": pk, "context": context, "result": outcome}
+            callback_id = manager.insert_one(
+                args_json=json.dumps(args, separators=(",", ":"), ensure_ascii=False),
+                notify_channel=CHANNEL,
+                name=callback,
+                kind=Kind.MUTATION,
+                state=State.PENDING,
+                scheduled_time=now,
+                next_run_time=now,
+                creation_time=now,
+                parent_id=pk,
+            )
+            manager.filter(pk=pk).update(callback_id=callback_id)
+        if rows:
+            ring_local_workers(self.db)
+        return len(rows)
+
+    def cancel(self, now: datetime, *, callbacks: bool | None = None) -> int:
         """Cancel what has not finished: pending rows never run, running actions keep
         running but their outcome will not overwrite ``canceled``."""
-        return self.filter(state__in=(State.PENDING, State.IN_PROGRESS)).update(
-            state=State.CANCELED, completed_time=now, next_run_time=None
+        return self.filter(state__in=(State.PENDING, State.IN_PROGRESS))._finish(
+            now,
+            {"state": State.CANCELED, "completed_time": now, "next_run_time": None},
+            callbacks,
         )
+
+    def cancel_in_batches(
+        self, now: datetime, *, limit: int | None = None, batch_size: int = 1000
+    ) -> int:
+        """Cancel the unfinished rows here, at most ``batch_size`` per transaction.
+
+        Each batch is its own transaction (a savepoint inside the caller's), so
+        a large cancel never holds many locks for long. Returns how many were
+        canceled; ``limit`` caps it.
+        """
+        from .transactions import write_transaction
+
+        canceled = 0
+        while limit is None or canceled < limit:
+            size = batch_size if limit is None else min(batch_size, limit - canceled)
+            with write_transaction(self.db):
+                ids = list(
+                    self.filter(state__in=(State.PENDING, State.IN_PROGRESS))
+                    .order_by("pk")
+                    .values_list("pk", flat=True)[:size]
+                )
+                if not ids:
+                    break
+                canceled += ScheduledFunction.objects.using(self.db).filter(pk__in=ids).cancel(now)
+        return canceled
 
     def start_action(self, worker_id: str, now: datetime) -> int:
         return self.filter(state=State.PENDING).update(
@@ -183,7 +275,13 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         )
 
     def succeed(
-        self, now: datetime, *, from_state: str, attempts: int | Combinable | None = None
+        self,
+        now: datetime,
+        *,
+        from_state: str,
+        attempts: int | Combinable | None = None,
+        result: Any = None,
+        callbacks: bool | None = None,
     ) -> int:
         changes: dict[str, Any] = {
             "state": State.SUCCESS,
@@ -192,10 +290,18 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         }
         if attempts is not None:
             changes["attempts"] = attempts
-        return self.filter(state=from_state).update(**changes)
+        if result is not None:
+            changes["result"] = result
+        return self.filter(state=from_state)._finish(now, changes, callbacks)
 
     def fail(
-        self, error: str, now: datetime, *, from_state: str, attempts: int | None = None
+        self,
+        error: str,
+        now: datetime,
+        *,
+        from_state: str,
+        attempts: int | None = None,
+        callbacks: bool | None = None,
     ) -> int:
         changes: dict[str, Any] = {
             "state": State.FAILED,
@@ -205,7 +311,17 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         }
         if attempts is not None:
             changes["attempts"] = attempts
-        return self.filter(state=from_state).update(**changes)
+        return self.filter(state=from_state)._finish(now, changes, callbacks)
+
+    def retry_action(self, error: str, until: datetime) -> int:
+        """Send a failed attempt of a retrying action back to ``pending`` until ``until``.
+
+        The row stays one row: ``attempts`` already counts the attempt, and
+        ``error`` keeps the last error. A cancel that won meanwhile stays.
+        """
+        return self.filter(state=State.IN_PROGRESS).update(
+            state=State.PENDING, error=error, next_run_time=until, owner=""
+        )
 
     def postpone(self, until: datetime, attempts: int) -> int:
         """Move a pending mutation's due time after a transient failure.
@@ -227,25 +343,30 @@ class ScheduledFunctionQuerySet(models.QuerySet):
             crashes=F("crashes") + 1, attempts=F("attempts") + 1, next_run_time=retry_at
         )
         failed = 0
-        poisoned = self.filter(state=State.PENDING, kind=Kind.MUTATION, crashes__gte=max_crashes)
-        for crashes in set(poisoned.values_list("crashes", flat=True)):
-            failed += poisoned.filter(crashes=crashes).update(
-                state=State.FAILED,
-                error=CRASHED_ERROR.format(crashes=crashes),
-                completed_time=now,
-                next_run_time=None,
-            )
+        poisoned = self.filter(kind=Kind.MUTATION, crashes__gte=max_crashes)
+        for crashes in set(poisoned.pending().values_list("crashes", flat=True)):
+            error = CRASHED_ERROR.format(crashes=crashes)
+            failed += poisoned.filter(crashes=crashes).fail(error, now, from_state=State.PENDING)
         return counted, failed
 
     def fail_orphaned_actions(self, dead_worker_ids: Iterable[str], now: datetime) -> int:
-        return self.filter(
+        """Fail the running actions of workers that are gone; requeue those that retry.
+
+        An action that opted into retries and has attempts left goes back to
+        ``pending`` (after its backoff) instead: its dying worker was one
+        failed attempt. Returns how many were failed.
+        """
+        orphans = self.filter(
             state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids)
-        ).update(
-            state=State.FAILED,
-            error=ORPHANED_ACTION_ERROR,
-            completed_time=now,
-            next_run_time=None,
         )
+        for pk, attempts, policy in orphans.exclude(retry=None).values_list(
+            "pk", "attempts", "retry"
+        ):
+            retry = Retry.from_json(policy)
+            if attempts < retry.max_attempts:
+                until = now + timedelta(milliseconds=retry.backoff_ms(attempts))
+                orphans.filter(pk=pk).retry_action(ORPHANED_ACTION_ERROR, until)
+        return orphans.fail(ORPHANED_ACTION_ERROR, now, from_state=State.IN_PROGRESS)
 
 
 def _concrete_field(meta: Options, name: str) -> models.Field:
@@ -353,6 +474,31 @@ class ScheduledFunction(models.Model):
         blank=True,
         help_text=_("The cron whose tick this run is; empty for a function scheduled directly."),
     )
+    retry = models.JSONField(
+        _("retry policy"),
+        null=True,
+        blank=True,
+        help_text=_("An action's opt-in retries: max_attempts, initial_backoff_ms, base."),
+    )
+    on_complete = models.CharField(
+        _("on complete"),
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The mutation scheduled, exactly once, when this function finishes."),
+    )
+    on_complete_context = models.JSONField(
+        _("callback context"),
+        null=True,
+        blank=True,
+        help_text=_("Passed to the completion callback as context."),
+    )
+    callback_id = models.BigIntegerField(
+        _("callback"),
+        null=True,
+        blank=True,
+        help_text=_("The id of the completion callback's own row, once scheduled."),
+    )
 
     objects = ScheduledFunctionQuerySet.as_manager()
 
@@ -392,6 +538,20 @@ class ScheduledFunction(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+
+class Pool(models.Model):
+    """A pool with a parallelism limit (``POOLS`` setting): its row is the lock that
+    serialises claims of the pool's actions across workers and machines."""
+
+    name = models.CharField(_("name"), max_length=100, primary_key=True)
+
+    class Meta:
+        verbose_name = _("pool")
+        verbose_name_plural = _("pools")
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class SchedulerWorkerQuerySet(models.QuerySet):

@@ -7,6 +7,7 @@ decorators is never imported or run.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import threading
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast, overload
 
 from .exceptions import SchedulingError
+from .retries import Retry, as_retry
 from .typecheck import ArgumentTypeError, Checker, argument_checkers
 
 __all__ = [
@@ -48,6 +50,10 @@ class RegisteredFunction:
     #: Parameter name → the checker of its annotation (``"**"`` for ``**kwargs``);
     #: parameters that are not checked are absent. See :mod:`convex_scheduler.typecheck`.
     arg_types: Mapping[str, Checker] = field(default_factory=dict)
+    #: An action's opt-in retries (``@action(retry=...)``); None: at most once.
+    retry: Retry | None = None
+    #: The pool whose parallelism limit applies (``@action(pool=...)``).
+    pool: str = ""
 
     def bind_check(self, args: dict[str, Any]) -> None:
         """Raise :class:`SchedulingError` unless ``fn(ctx, **args)`` would bind and
@@ -140,6 +146,12 @@ class FunctionRegistry:
         with self._lock:
             self.startup_names = frozenset(self._functions)
 
+    def replace(self, entry: RegisteredFunction) -> None:
+        """Store ``entry`` in place of the registration of the same name and function."""
+        with self._lock:
+            self._functions[entry.name] = entry
+            self._by_callable[entry.func] = entry
+
     def get(self, name: str) -> RegisteredFunction | None:
         return self._functions.get(name)
 
@@ -191,20 +203,47 @@ registry = FunctionRegistry()
 
 
 class _Decorator(Protocol):
-    """``@mutation`` and friends: used bare, or called with ``name=``."""
+    """``@mutation`` and friends: used bare, or called with ``name=`` (and, for
+    actions, ``retry=`` and ``pool=``)."""
 
     @overload
     def __call__(self, func: F, /) -> F: ...
     @overload
-    def __call__(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def __call__(
+        self, *, name: str | None = None, retry: Retry | bool | None = None, pool: str = ""
+    ) -> Callable[[F], F]: ...
+
+
+def check_pool(pool: Any) -> str:
+    """A pool name, or a :class:`SchedulingError` saying what a pool name is."""
+    if not isinstance(pool, str) or len(pool) > 100 or (pool and not pool.isprintable()):
+        raise SchedulingError(
+            f"A pool is a name of at most 100 printable characters, not {pool!r}.", field="pool"
+        )
+    return pool
 
 
 def _decorator(kind: FunctionKind, internal: bool) -> _Decorator:
     def decorate(
-        func: Callable[..., Any] | None = None, /, *, name: str | None = None
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | bool | None = None,
+        pool: str = "",
     ) -> Callable[..., Any]:
+        policy = as_retry(retry)
+        if kind == FunctionKind.MUTATION and (policy is not None or pool):
+            raise TypeError(
+                "Mutations take no retry= or pool=: they already retry transient database "
+                "errors until they succeed, and are deterministic otherwise."
+            )
+        check_pool(pool)
+
         def register(target: Callable[..., Any]) -> Callable[..., Any]:
-            registry.register(target, kind, internal=internal, name=name)
+            entry = registry.register(target, kind, internal=internal, name=name)
+            if policy is not None or pool:
+                registry.replace(dataclasses.replace(entry, retry=policy, pool=pool))
             return target
 
         if func is None:

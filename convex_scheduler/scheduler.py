@@ -21,7 +21,8 @@ from django.utils import timezone
 from . import clock
 from .conf import poll_interval_for, scheduler_settings
 from .exceptions import SchedulingError
-from .registry import FunctionKind, RegisteredFunction, registry
+from .registry import FunctionKind, RegisteredFunction, check_pool, registry
+from .retries import Retry, as_retry
 from .wakeup import CHANNEL, ring_local_workers
 
 if TYPE_CHECKING:
@@ -66,29 +67,111 @@ class Scheduler:
         delay_ms: float,
         function: Callable[..., Any] | str,
         args: dict[str, Any] | None = None,
+        *,
+        retry: Retry | bool | None = None,
+        on_complete: Callable[..., Any] | str | None = None,
+        context: Any = None,
+        pool: str | None = None,
     ) -> int:
         """Schedule ``function(ctx, **args)`` to run ``delay_ms`` milliseconds from now.
 
         Returns the id of the new :class:`~convex_scheduler.models.ScheduledFunction`.
         A delay of 0 makes it due as soon as the current transaction commits.
+
+        ``retry`` (actions only) opts this call into retries, overriding the
+        action's own; ``on_complete`` names a registered mutation scheduled
+        exactly once when the function finishes, called with ``id``,
+        ``context`` (any JSON value) and ``result`` (the outcome); ``pool``
+        (actions only) overrides the action's pool. See :doc:`/retries`.
         """
         now = clock.now()
-        return self._schedule(_due_after(delay_ms, now), function, args, now)
+        return self._schedule(
+            _due_after(delay_ms, now),
+            function,
+            args,
+            now,
+            _Options.of(retry=retry, on_complete=on_complete, context=context, pool=pool),
+        )
 
     def run_at(
         self,
         when: datetime | float,
         function: Callable[..., Any] | str,
         args: dict[str, Any] | None = None,
+        *,
+        retry: Retry | bool | None = None,
+        on_complete: Callable[..., Any] | str | None = None,
+        context: Any = None,
+        pool: str | None = None,
     ) -> int:
         """Schedule ``function(ctx, **args)`` to run at ``when``.
 
         ``when`` is a datetime (a naive one is read in the current time zone) or
         milliseconds since the Unix epoch. A past time makes it due at once; it
-        must lie within five years of now either way.
+        must lie within five years of now either way. The keyword options are
+        those of :meth:`run_after`.
         """
         now = clock.now()
-        return self._schedule(_due_at(when, now), function, args, now)
+        return self._schedule(
+            _due_at(when, now),
+            function,
+            args,
+            now,
+            _Options.of(retry=retry, on_complete=on_complete, context=context, pool=pool),
+        )
+
+    def status(self, scheduled_function_id: int | str) -> dict[str, Any] | None:
+        """``{"state", "attempts", "result" | "error"}`` of a scheduled function.
+
+        ``None`` when there is no such row, for example once it is past
+        retention (``RETENTION`` after it finished).
+        """
+        from .models import ScheduledFunction, State
+
+        pk = parse_id(scheduled_function_id)
+        using = router.db_for_read(ScheduledFunction)
+        row = (
+            ScheduledFunction.objects.using(using)
+            .filter(pk=pk)
+            .values("state", "attempts", "result", "error")
+            .first()
+        )
+        if row is None:
+            return None
+        status: dict[str, Any] = {"state": row["state"], "attempts": row["attempts"]}
+        if row["state"] == State.SUCCESS:
+            status["result"] = row["result"]
+        elif row["error"]:
+            status["error"] = row["error"]
+        return status
+
+    def cancel_all(
+        self,
+        name: Callable[..., Any] | str | None = None,
+        before: datetime | float | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Cancel unfinished functions by name and/or ``scheduled_time < before``; return how many.
+
+        Works in transactions of at most 1,000 rows each, so it never holds
+        long locks; running actions are marked canceled as :meth:`cancel`
+        does. ``limit`` caps the total. Inside the caller's transaction the
+        batches are savepoints of it.
+        """
+        from .models import ScheduledFunction
+
+        rows = ScheduledFunction.objects.using(router.db_for_write(ScheduledFunction)).filter(
+            state__in=("pending", "inProgress")
+        )
+        if name is not None:
+            rows = rows.filter(name=registry.resolve(name).name if callable(name) else name)
+        if before is not None:
+            rows = rows.filter(scheduled_time__lt=parse_timestamp(before))
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise SchedulingError(f"limit must be a positive whole number, not {limit!r}.")
+        return rows.cancel_in_batches(clock.now(), limit=limit)
 
     def schedule(
         self,
@@ -139,12 +222,14 @@ class Scheduler:
         function: Callable[..., Any] | str | RegisteredFunction,
         args: dict[str, Any] | None,
         now: datetime,
+        options: _Options | None = None,
     ) -> int:
         from .models import ScheduledFunction, State
 
         entry = _resolve(function, allow_internal=True)
         args = {} if args is None else args
         args_json, size = encode_args(entry, args)
+        extra = (options or _Options()).for_entry(entry)
         running = self._running
         if running is not None:
             self._charge(running, size)
@@ -177,6 +262,7 @@ class Scheduler:
             creation_time=now,
             completed_time=completed_time,
             parent_id=running.parent_id if running is not None else None,
+            **extra,
         )
         if wake:
             ring_local_workers(using)
@@ -198,6 +284,69 @@ class Scheduler:
             )
         running.scheduled_count += 1
         running.scheduled_bytes += size
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The keyword options of one scheduling call, checked."""
+
+    retry: Retry | None = None
+    retry_given: bool = False
+    on_complete: str = ""
+    context: Any = None
+    pool: str | None = None
+
+    @classmethod
+    def of(cls, *, retry: Any, on_complete: Any, context: Any, pool: Any) -> _Options:
+        callback = ""
+        if on_complete is not None:
+            try:
+                entry = registry.resolve(on_complete)
+            except SchedulingError as exc:
+                raise SchedulingError(f"on_complete: {exc}", field="on_complete") from None
+            if entry.kind != FunctionKind.MUTATION:
+                raise SchedulingError(
+                    f"on_complete must be a registered mutation; {entry.name!r} is an action. "
+                    "A callback runs exactly once, which only a mutation guarantees.",
+                    field="on_complete",
+                )
+            try:
+                entry.signature.bind(None, id=0, context=None, result={})
+            except TypeError as exc:
+                raise SchedulingError(
+                    f"on_complete {entry.name!r} must accept id, context and result "
+                    f"keyword arguments: {exc}.",
+                    field="on_complete",
+                ) from None
+            callback = entry.name
+        if context is not None:
+            if not callback:
+                raise SchedulingError("context is only passed to on_complete; give both.")
+            _check_json(context, "context", depth=1)
+        return cls(
+            retry=as_retry(retry),
+            retry_given=retry is not None,
+            on_complete=callback,
+            context=context,
+            pool=None if pool is None else check_pool(pool),
+        )
+
+    def for_entry(self, entry: RegisteredFunction) -> dict[str, Any]:
+        """The row's columns for these options and the function's own defaults."""
+        is_action = entry.kind == FunctionKind.ACTION
+        if not is_action and (self.retry is not None or self.pool):
+            raise SchedulingError(
+                f"{entry.name!r} is a mutation: mutations take no retry or pool (they retry "
+                "transient database errors until they succeed).",
+                field="retry" if self.retry is not None else "pool",
+            )
+        retry = self.retry if self.retry_given else entry.retry
+        return {
+            "retry": retry.as_json() if retry is not None and is_action else None,
+            "pool": (self.pool if self.pool is not None else entry.pool) if is_action else "",
+            "on_complete": self.on_complete,
+            "on_complete_context": self.context,
+        }
 
 
 def _resolve(function: Any, *, allow_internal: bool) -> RegisteredFunction:

@@ -9,7 +9,7 @@ from django.db.models import F
 
 from convex_scheduler import action, internal_action, internal_mutation, mutation, scheduler
 
-from . import poison  # noqa: F401  (registers the misbehaving functions)
+from . import completion, poison  # noqa: F401  (register more test functions)
 from .models import ActionRun, Counter
 
 

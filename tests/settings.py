@@ -5,6 +5,7 @@ what the tests write. ``CONVEX_TEST_DB_NAME`` points a subprocess at the test
 database pytest-django created.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -81,6 +82,8 @@ CONVEX_SCHEDULER = {
     "CONFLICT_BACKOFF_MAX": 0.2,
     "UNAVAILABLE_BACKOFF_INITIAL": 0.05,
     "POLL_INTERVAL": 0.05,
+    # Worker subprocesses of the pool tests get their limits from the test.
+    "POOLS": json.loads(os.environ.get("CONVEX_TEST_POOLS") or "{}"),
 }
 
 LOGGING = {

@@ -190,3 +190,31 @@ def test_w003_names_functions_registered_after_start_up():
     assert message.id == "convex_scheduler.W003"
     assert "'views:late'" in message.msg
     assert check_functions_reach_workers() == []
+
+
+@pytest.mark.parametrize(
+    "pools",
+    [
+        ["emails"],
+        {"emails": 5},
+        {"emails": {"max_parallelism": -1}},
+        {"emails": {"max_parallelism": True}},
+        {"emails": {"max_parallelism": 2, "typo": 1}},
+        {"": {"max_parallelism": 1}},
+    ],
+)
+def test_e014_pools(pools):
+    with override_settings(CONVEX_SCHEDULER={"POOLS": pools}):
+        assert ids(check_settings()) == ["convex_scheduler.E014"]
+
+
+def test_e014_accepts_limits_and_a_paused_pool():
+    pools = {"emails": {"max_parallelism": 5}, "paused": {"max_parallelism": 0}}
+    with override_settings(CONVEX_SCHEDULER={"POOLS": pools}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize("value", [0, -1, True])
+def test_e002_max_result_bytes(value):
+    with override_settings(CONVEX_SCHEDULER={"MAX_RESULT_BYTES": value}):
+        assert ids(check_settings()) == ["convex_scheduler.E002"]

@@ -13,16 +13,18 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import clock, retry
 from ..context import ActionContext, FunctionContext
 from ..models import State
 from ..registry import RegisteredFunction
+from ..retries import NonRetryableError, Retry
 from ..signals import function_started
 from ..transactions import write_transaction
 from .claimed import Claimed, Outcome
-from .errors import format_error
+from .errors import format_error, storable_result
 from .liveness import close_connection, send_robust
 
 if TYPE_CHECKING:
@@ -36,9 +38,11 @@ class ActionRunner:
         self.executor = executor
         self._loops = threading.local()
 
-    def start(self, pk: int, now: Any) -> tuple[Outcome, int]:
+    def start(self, pk: int, now: Any, *, pool: str = "") -> tuple[Outcome, int]:
         try:
             with write_transaction(self.executor.using):
+                if pool and not self.executor.pool_has_room(pool):
+                    return Outcome.IDLE, 0  # filled up meanwhile; look again next poll
                 locked = self.executor.lock([pk], now)
                 entry = self.executor.entry(locked[0]) if locked else None
                 if entry is None:
@@ -63,12 +67,38 @@ class ActionRunner:
             worker_id=self.executor.worker_id,
         )
         error = ""
+        result = None
+        retryable = True
         try:
-            self.call(entry.func, ctx, claimed.args)
+            returned = self.call(entry.func, ctx, claimed.args)
+            if returned is not None:
+                result = storable_result(claimed.name, returned)
         except BaseException as exc:
             error = format_error(exc)
-        state = self._record_outcome(claimed.id, error)
+            retryable = not isinstance(exc, NonRetryableError)
+        retry_at = self._retry_at(claimed, attempt) if error and retryable else None
+        state = self._record_outcome(claimed, error, result, retry_at)
+        if state == State.PENDING:
+            assert retry_at is not None
+            self.executor.signal_retry(
+                claimed,
+                attempt,
+                RuntimeError(error.split("\n", 1)[0]),
+                (retry_at - clock.now()).total_seconds(),
+                in_place=False,
+            )
+            return
         self.executor.finished(claimed, state, error, attempt, started)
+
+    @staticmethod
+    def _retry_at(claimed: Claimed, attempt: int) -> datetime | None:
+        """When a failed attempt runs again, for an action with attempts left; else None."""
+        if claimed.retry is None:
+            return None
+        policy = Retry.from_json(claimed.retry)
+        if attempt >= policy.max_attempts:
+            return None
+        return clock.now() + timedelta(milliseconds=policy.backoff_ms(attempt))
 
     def call(self, func: Callable[..., Any], ctx: FunctionContext, args: dict[str, Any]) -> Any:
         """Call an action; await what it returns if that is awaitable (``async def``).
@@ -94,16 +124,32 @@ class ActionRunner:
         if loop is not None and not loop.is_closed():
             loop.close()
 
-    def _record_outcome(self, pk: int, error: str) -> str:
+    def _record_outcome(
+        self, claimed: Claimed, error: str, result: Any, retry_at: datetime | None
+    ) -> str:
+        """Write the outcome if the row is still ``inProgress``; return the state it ends in.
+
+        A retrying action's failed attempt goes back to ``pending`` (``retry_at``).
+        """
+        pk = claimed.id
         rows = self.executor.rows(pk)
+        callbacks = bool(claimed.on_complete)
 
         def record() -> str:
-            if error:
-                changed = rows.fail(error, clock.now(), from_state=State.IN_PROGRESS)
+            now = clock.now()
+            if retry_at is not None:
+                changed = rows.retry_action(error, retry_at)
+                outcome = State.PENDING
+            elif error:
+                changed = rows.fail(error, now, from_state=State.IN_PROGRESS, callbacks=callbacks)
+                outcome = State.FAILED
             else:
-                changed = rows.succeed(clock.now(), from_state=State.IN_PROGRESS)
+                changed = rows.succeed(
+                    now, from_state=State.IN_PROGRESS, result=result, callbacks=callbacks
+                )
+                outcome = State.SUCCESS
             if changed:
-                return State.FAILED if error else State.SUCCESS
+                return outcome
             # A cancel (or an orphan sweep after a long stall) won.
             return rows.values_list("state", flat=True).first() or State.CANCELED
 

@@ -21,6 +21,10 @@ class Claimed:
     args: dict[str, Any]
     attempts: int
     crashes: int
+    #: An action's opt-in retry policy (JSON), or None.
+    retry: dict[str, Any] | None
+    #: The completion callback's name, "" for none.
+    on_complete: str
 
 
-CLAIM_FIELDS = ("id", "name", "kind", "args", "attempts", "crashes")
+CLAIM_FIELDS = ("id", "name", "kind", "args", "attempts", "crashes", "retry", "on_complete")

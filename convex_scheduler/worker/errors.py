@@ -1,8 +1,12 @@
-"""The stored text of a failed function: always storable, whatever the exception does."""
+"""What a function's outcome may store: its error text, always storable, and its result."""
 
 from __future__ import annotations
 
+import json
 import traceback
+from typing import Any
+
+from ..conf import scheduler_settings
 
 MAX_ERROR_LENGTH = 64 * 1024
 
@@ -42,3 +46,29 @@ def format_error(exc: BaseException) -> str:
     except BaseException:
         trace = ""
     return storable(f"{headline}\n\n{trace}")[:MAX_ERROR_LENGTH]
+
+
+def storable_result(name: str, value: Any) -> Any:
+    """``value`` as the ``result`` a function stores, or a ``TypeError`` saying why not.
+
+    A result must be JSON (finite numbers, string keys, no NUL or lone
+    surrogates, which databases refuse) of at most ``MAX_RESULT_BYTES`` once
+    encoded.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TypeError(
+            f"{name!r} returned {type(value).__name__}, which cannot be stored as its result: "
+            f"a result must be JSON ({exc})."
+        ) from None
+    if "\\u0000" in text:
+        raise TypeError(f"{name!r} returned text with NUL (U+0000), which databases cannot store.")
+    limit = scheduler_settings.MAX_RESULT_BYTES
+    if size > limit:
+        raise TypeError(
+            f"{name!r} returned {size} bytes of JSON; a result may be at most {limit} bytes "
+            "(setting MAX_RESULT_BYTES)."
+        )
+    return value

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from .. import clock
+from ..conf import scheduler_settings
 from ..exceptions import Transience, classify_error
-from ..models import Kind, ScheduledFunction, ScheduledFunctionQuerySet, State
+from ..models import Kind, Pool, ScheduledFunction, ScheduledFunctionQuerySet, State
 from ..registry import RegisteredFunction, registry
 from ..signals import function_finished, function_retried
 from .actions import ActionRunner
@@ -78,21 +80,20 @@ class Executor:
         """
         now = clock.now()
         try:
-            peeked = list(
-                ScheduledFunction.objects.using(self.using)
-                .due(now)
-                .filter(self.claimable())
-                .values_list("id", "kind", "crashes")[:limit]
-            )
+            due = ScheduledFunction.objects.using(self.using).due(now).filter(self.claimable())
+            full = self.full_pools()
+            if full:
+                due = due.exclude(kind=Kind.ACTION, pool__in=full)
+            peeked = list(due.values_list("id", "kind", "crashes", "pool")[:limit])
             if not peeked:
                 self.liveness.mark_running([])
                 return Outcome.IDLE, 0
-            first_id, first_kind, first_crashes = peeked[0]
+            first_id, first_kind, first_crashes, first_pool = peeked[0]
             if first_kind == Kind.ACTION:
-                return self.actions.start(first_id, now)
+                return self.actions.start(first_id, now, pool=first_pool)
             ids = [first_id]
             if not first_crashes:
-                for pk, kind, crashes in peeked[1:]:
+                for pk, kind, crashes, _pool in peeked[1:]:
                     if kind != Kind.MUTATION or crashes:
                         break
                     ids.append(pk)
@@ -100,6 +101,52 @@ class Executor:
         except Exception as exc:
             return self.on_claim_error(exc), 0
         return self.mutations.run_batch(ids, now)
+
+    def next_due_time(self) -> datetime | None:
+        """When the next row this worker could claim becomes due.
+
+        Rows of functions it does not know, and of full or paused pools, would
+        wake it for nothing.
+        """
+        rows = ScheduledFunction.objects.using(self.using).filter(self.claimable())
+        full = self.full_pools()
+        if full:
+            rows = rows.exclude(kind=Kind.ACTION, pool__in=full)
+        return rows.next_due_time()
+
+    def full_pools(self) -> list[str]:
+        """Pools whose parallelism limit is reached now (a paused pool always is)."""
+        limits = bounded_pools()
+        if not limits:
+            return []
+        running = dict(
+            ScheduledFunction.objects.using(self.using)
+            .in_progress()
+            .filter(kind=Kind.ACTION, pool__in=list(limits))
+            .order_by()
+            .values_list("pool")
+            .annotate(count=Count("id"))
+        )
+        return [pool for pool, limit in limits.items() if running.get(pool, 0) >= limit]
+
+    def pool_has_room(self, pool: str) -> bool:
+        """Inside the claim transaction: lock the pool's row, then count its running actions.
+
+        The lock serialises the claims of one pool across every worker, so the
+        limit holds however many claim at once.
+        """
+        limit = bounded_pools().get(pool)
+        if limit is None:
+            return True
+        Pool.objects.using(self.using).get_or_create(name=pool)
+        list(Pool.objects.using(self.using).select_for_update().filter(name=pool))
+        running = (
+            ScheduledFunction.objects.using(self.using)
+            .in_progress()
+            .filter(kind=Kind.ACTION, pool=pool)
+            .count()
+        )
+        return running < limit
 
     def lock(self, ids: list[int], now: Any) -> list[Claimed]:
         return [
@@ -156,3 +203,12 @@ class Executor:
             delay=delay,
             in_place=in_place,
         )
+
+
+def bounded_pools() -> dict[str, int]:
+    """Pool name → its ``max_parallelism``, for the pools the ``POOLS`` setting bounds."""
+    return {
+        name: int(options["max_parallelism"])
+        for name, options in (scheduler_settings.POOLS or {}).items()
+        if isinstance(options, dict) and options.get("max_parallelism") is not None
+    }

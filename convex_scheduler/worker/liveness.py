@@ -265,9 +265,7 @@ class Liveness:
                 "(setting UNKNOWN_FUNCTION_TIMEOUT). Define it in an installed app's functions "
                 "module, which workers import at start-up."
             )
-            count = stale.filter(name=name, kind=kind).update(
-                state=State.FAILED, error=error, completed_time=now, next_run_time=None
-            )
+            count = stale.filter(name=name, kind=kind).fail(error, now, from_state=State.PENDING)
             failed += count
             logger.warning("failed %s row(s) of unknown %s %r: %s", count, kind, name, error)
         return failed

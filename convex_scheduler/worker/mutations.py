@@ -28,7 +28,7 @@ from ..registry import RegisteredFunction
 from ..signals import function_started
 from ..transactions import write_transaction
 from .claimed import Claimed, Outcome
-from .errors import first_line, format_error, storable
+from .errors import first_line, format_error, storable, storable_result
 from .liveness import close_connection, send_robust
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class MutationRunner:
         finished: list[tuple[Claimed, str, str]] = []
         try:
             with write_transaction(self.executor.using):
-                succeeded = []
+                succeeded: list[Claimed] = []
                 for index, claimed in enumerate(self.executor.lock(ids, now)):
                     entry = self.executor.entry(claimed)
                     if entry is None or (index and claimed.crashes):
@@ -64,14 +64,19 @@ class MutationRunner:
                     current = (claimed, entry)
                     state, error = self._body(claimed, entry, claimed.attempts + 1)
                     if state == State.SUCCESS:
-                        succeeded.append(claimed.id)
+                        succeeded.append(claimed)
                     finished.append((claimed, state, error))
                     if claimed.crashes:
                         break  # a suspect runs alone
                 current = None
                 if succeeded:
-                    self.executor.rows(*succeeded).succeed(
-                        clock.now(), from_state=State.PENDING, attempts=F("attempts") + 1
+                    # One UPDATE for the batch; results were written in each
+                    # savepoint, callbacks are scheduled in this transaction.
+                    self.executor.rows(*(claimed.id for claimed in succeeded)).succeed(
+                        clock.now(),
+                        from_state=State.PENDING,
+                        attempts=F("attempts") + 1,
+                        callbacks=any(claimed.on_complete for claimed in succeeded),
                     )
         except Exception as exc:
             if current is not None:
@@ -107,12 +112,19 @@ class MutationRunner:
                         f"The mutation {claimed.name!r} returned an awaitable. A mutation runs "
                         "inside a database transaction and cannot be async; make it an action."
                     )
+                if returned is not None:
+                    result = storable_result(claimed.name, returned)
+                    self.executor.rows(claimed.id).update(result=result)
         except BaseException as exc:
             if isinstance(exc, Exception) and classify_error(exc) is not Transience.PERMANENT:
                 raise  # rolls the whole transaction back; retried by the caller
             error = format_error(exc)
             self.executor.rows(claimed.id).fail(
-                error, clock.now(), from_state=State.PENDING, attempts=attempt
+                error,
+                clock.now(),
+                from_state=State.PENDING,
+                attempts=attempt,
+                callbacks=bool(claimed.on_complete),
             )
             return State.FAILED, error
         return State.SUCCESS, ""

@@ -12,7 +12,6 @@ from django.db import close_old_connections
 from .. import clock, crons, retry
 from ..conf import scheduler_settings
 from ..exceptions import Transience, classify_error
-from ..models import ScheduledFunction
 from .claimed import Outcome
 from .execution import Executor
 
@@ -76,7 +75,7 @@ class RunnerLoop:
         #: Whether this thread's connections are the worker's to recycle.
         self.recycles = recycles
         self.progress = threading.Condition()
-        self._active = 0
+        self._waiting = 0
         self._generation = 0
         self._wake = threading.Condition()
         self._wake_seq = 0
@@ -94,17 +93,15 @@ class RunnerLoop:
         while not self.stopping.is_set():
             with self.progress:
                 generation = self._generation
-                self._active += 1
             wake_seq = self._wake_seq
             outcome = Outcome.BACKOFF
             try:
                 outcome = self._run_next()
             finally:
-                with self.progress:
-                    self._active -= 1
-                    if outcome is Outcome.RAN:
+                if outcome is Outcome.RAN:
+                    with self.progress:
                         self._generation += 1
-                    self.progress.notify_all()
+                        self.progress.notify_all()
             if outcome is Outcome.RAN:
                 failures = 0
                 if self.concurrency > 1:
@@ -127,16 +124,26 @@ class RunnerLoop:
             self._idle_wait(wake_seq)
 
     def _burst_over(self, generation: int) -> bool:
+        """Wait until a run finishes (look again: it may have scheduled more) or the burst is over.
+
+        The burst is over when every runner thread found nothing due and no
+        run finished since they looked. Deciding this from one shared count
+        of waiting threads, rather than from a moment when no thread happens
+        to be claiming, ends it within one check however many threads run.
+        """
         with self.progress:
-            # Nothing was due when we looked, and no run finished since then
-            # that could have scheduled more: the burst is over.
-            if self._active == 0 and self._generation == generation:
-                self.stopping.set()
-                self.changed.set()
-                self.progress.notify_all()
-                return True
-            self.progress.wait(self.poll_interval)
-            return False
+            self._waiting += 1
+            try:
+                while self._generation == generation and not self.stopping.is_set():
+                    if self._waiting == self.concurrency:
+                        self.stopping.set()
+                        self.changed.set()
+                        self.progress.notify_all()
+                        return True
+                    self.progress.wait(self.poll_interval)
+                return self.stopping.is_set()
+            finally:
+                self._waiting -= 1
 
     def _run_next(self) -> Outcome:
         if self.recycles():
@@ -169,12 +176,7 @@ class RunnerLoop:
     def _idle_wait(self, wake_seq: int) -> None:
         timeout = self.poll_interval
         try:
-            # Only rows this worker can run: others' would wake it for nothing.
-            next_due = (
-                ScheduledFunction.objects.using(self.executor.using)
-                .filter(self.executor.claimable())
-                .next_due_time()
-            )
+            next_due = self.executor.next_due_time()
         except Exception as exc:
             if classify_error(exc) is Transience.PERMANENT:
                 raise

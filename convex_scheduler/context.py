@@ -11,7 +11,7 @@ from . import clock, retry
 from .conf import scheduler_settings
 from .exceptions import SchedulingError, Transience, classify_error
 from .registry import FunctionKind, registry
-from .scheduler import Scheduler, _Running, validate_args
+from .scheduler import Scheduler, validate_args
 from .transactions import write_transaction
 
 if TYPE_CHECKING:
@@ -51,14 +51,12 @@ class FunctionContext:
         #: 1 for the first run; higher when a mutation is retried.
         self.attempt = attempt
         acts_for_action = self.kind == FunctionKind.ACTION or on_behalf_of_action
-        self.scheduler = Scheduler(
-            _Running(
-                # A mutation run for an action has no row of its own to cancel.
-                id=0 if on_behalf_of_action else scheduled_function_id,
-                kind=self.kind,
-                parent_id=scheduled_function_id,
-                parent_cancelable=acts_for_action,
-            )
+        self.scheduler = Scheduler.for_running_function(
+            # A mutation run for an action has no row of its own to cancel.
+            running_id=0 if on_behalf_of_action else scheduled_function_id,
+            kind=self.kind,
+            parent_id=scheduled_function_id,
+            parent_cancelable=acts_for_action,
         )
 
     @property

@@ -62,6 +62,19 @@ class Scheduler:
     def __init__(self, running: _Running | None = None) -> None:
         self._running = running
 
+    @classmethod
+    def for_running_function(
+        cls, *, running_id: int, kind: FunctionKind, parent_id: int, parent_cancelable: bool
+    ) -> Scheduler:
+        """The scheduler a running function gets as ``ctx.scheduler``.
+
+        What it schedules has ``parent_id`` as its parent and counts against
+        the per-function limits; with ``parent_cancelable`` (actions, and
+        mutations run for them) it is born canceled once the parent is.
+        ``running_id`` is the row a mutation may not cancel (0 for none).
+        """
+        return cls(_Running(running_id, kind, parent_id, parent_cancelable))
+
     def run_after(
         self,
         delay_ms: float,

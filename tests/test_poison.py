@@ -119,12 +119,18 @@ def test_a_mutation_returning_a_coroutine_fails_saying_why(recwarn):
 
 @pytest.mark.subprocess
 @pytest.mark.django_db(transaction=True)
-def test_unstorable_errors_and_exits_from_functions_never_stop_a_real_worker():
+def test_unstorable_errors_and_exits_from_functions_never_stop_a_real_worker(tmp_path):
     bad = [scheduler.run_after(0, "poison:raise", {"how": how}) for how in HOW]
     bad += [scheduler.run_after(0, "poison:raise_action", {"how": how}) for how in HOW]
     good = [scheduler.run_after(0, functions.increment, {"name": "good"}) for _ in range(20)]
+    markers = [tmp_path / f"async-{index}" for index in range(4)]
+    good += [
+        scheduler.run_after(0, "poison:async_action", {"marker": str(marker), "ms": 20})
+        for marker in markers
+    ]
     code, output = finish(start_worker("--burst", "--concurrency", "2"), timeout=120)
     assert code == 0, output
+    assert all(marker.exists() for marker in markers)  # async bodies really ran
     assert {row(sid).state for sid in bad} == {State.FAILED}
     assert {row(sid).state for sid in good} == {State.SUCCESS}
     assert counter("good") == 20

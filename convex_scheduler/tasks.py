@@ -35,7 +35,7 @@ from django.utils.module_loading import import_string
 from . import clock
 from .conf import poll_interval_for
 from .exceptions import SchedulingError
-from .registry import TASK_ACTION_NAME, TASK_MUTATION_NAME, FunctionKind, registry
+from .registry import TASK_ACTION_NAME, TASK_MUTATION_NAME, FunctionKind, check_pool, registry
 from .scheduler import _due_at, encode_args
 from .wakeup import CHANNEL, ring_local_workers
 
@@ -109,9 +109,6 @@ STATUS_BY_STATE = {
     "canceled": TaskResultStatus.FAILED,
 }
 
-#: The longest queue name: the ``pool`` column's length.
-MAX_QUEUE_NAME_LENGTH = 100
-
 _ROW_FIELDS = (
     "id",
     "name",
@@ -164,11 +161,10 @@ class SchedulerBackend(BaseTaskBackend):
 
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)
-        if len(task.queue_name) > MAX_QUEUE_NAME_LENGTH:
-            raise InvalidTask(
-                f"Queue names are at most {MAX_QUEUE_NAME_LENGTH} characters long, "
-                f"not {len(task.queue_name)}."
-            )
+        try:
+            check_pool(task.queue_name)  # a queue is stored as a pool
+        except SchedulingError as exc:
+            raise InvalidTask(f"Queue {task.queue_name!r}: {exc}") from None
         if task.run_after is not None:
             try:
                 _due_at(task.run_after, clock.now())

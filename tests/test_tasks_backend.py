@@ -305,6 +305,24 @@ def test_queue_name_is_the_pool(backend):
     assert default_task_backend.get_result(default.id).task.queue_name == "default"
 
 
+@pytest.mark.parametrize("queue", ["x" * 101, "line\nbreak"])
+def test_a_queue_name_must_be_a_pool_name(queue):
+    with override_settings(TASKS={"default": {"BACKEND": BACKEND, "QUEUES": []}}):
+        with pytest.raises(InvalidTask, match="at most 100 printable characters"):
+            noop_task.using(queue_name=queue).enqueue()
+        noop_task.using(queue_name="x" * 100).enqueue()
+    assert ScheduledFunction.objects.get().pool == "x" * 100
+
+
+def test_a_queue_is_a_pool_whose_limit_applies_to_action_tasks(backend):
+    with override_settings(CONVEX_SCHEDULER={"POOLS": {"emails": {"max_parallelism": 0}}}):
+        paused = noop_task.using(queue_name="emails").enqueue()
+        free = noop_task.enqueue()
+        run_due()
+    assert default_task_backend.get_result(paused.id).status == TaskResultStatus.READY
+    assert default_task_backend.get_result(free.id).status == TaskResultStatus.SUCCESSFUL
+
+
 def test_priority_is_refused_while_workers_do_not_order_by_it(backend):
     with pytest.raises(InvalidTask, match="does not support setting priority"):
         noop_task.using(priority=10).enqueue()

@@ -22,7 +22,9 @@ TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["*"]
 
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'tests.sqlite3'}"
-default = dj_database_url.parse(DATABASE_URL)
+# Workers keep their connections, as docs/workers.rst recommends (each claim
+# would reconnect otherwise); tests/test_connections.py covers CONN_MAX_AGE=0.
+default = dj_database_url.parse(DATABASE_URL, conn_max_age=None)
 if default["ENGINE"] == "django.db.backends.sqlite3":
     default["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",

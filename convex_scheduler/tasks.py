@@ -15,7 +15,8 @@ registers at start-up, ``django.tasks:action`` or ``django.tasks:mutation``
 (``OPTIONS["run_as"]``). The row's arguments name the task by its module
 path, the backend alias, and the task's ``args`` and ``kwargs``. The worker
 runs that internal function, which imports the task by module path and calls
-it (:func:`run_task`) and stores what it returned in the row's ``result``.
+it (:func:`run_task`); the worker stores what it returned in the row's
+``result``, as for any function.
 """
 
 from __future__ import annotations
@@ -369,14 +370,15 @@ def _local_worker_id(using: str) -> str:
 def run_task(
     ctx: FunctionContext, *, task: str, backend: str, args: list[Any], kwargs: dict[str, Any]
 ) -> Any:
-    """Run the task a row names, in the worker, store what it returned, and return it.
+    """Run the task a row names, in the worker, and return what it returned.
 
     Called by the internal functions ``django.tasks:action`` and
     ``django.tasks:mutation``. Sends ``task_started`` and ``task_finished``
-    around the call. The return value (made JSON as the immediate backend
-    does) goes in the row's ``result``: for an action in its own write, for a
-    mutation in the mutation's transaction. An exception propagates, so the
-    worker records the row ``failed`` with its traceback.
+    around the call. The return value, made JSON as the immediate backend
+    does, is returned for the worker to store in the row's ``result`` with
+    its success (within ``MAX_RESULT_BYTES``). A mutation also records its
+    worker and start time, in its transaction. An exception propagates, so
+    the worker records the row ``failed`` with its traceback.
     """
     from .models import ScheduledFunction, State
 
@@ -415,13 +417,13 @@ def run_task(
         )
         task_finished.send(sender, task_result=task_result)
         raise
-    changes: dict[str, Any] = {"result": value}
     if is_mutation:
-        changes.update(owner=worker_id, started_time=started)
-    rows.filter(state=State.PENDING if is_mutation else State.IN_PROGRESS).update(**changes)
+        # Actions have both already; a mutation's are kept only if it commits.
+        rows.filter(state=State.PENDING).update(owner=worker_id, started_time=started)
     object.__setattr__(task_result, "status", TaskResultStatus.SUCCESSFUL)
     object.__setattr__(task_result, "finished_at", clock.now())
     object.__setattr__(task_result, "_return_value", value)
     task_finished.send(sender, task_result=task_result)
-    # Returned as well, so a worker that records functions' results records the same.
+    # The worker stores what a function returns in the row's ``result``, in
+    # the same write that records its success.
     return value

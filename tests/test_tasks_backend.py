@@ -461,6 +461,21 @@ def test_a_return_value_that_is_not_json_fails_the_task(backend, the_task, excep
     assert ScheduledFunction.objects.get(pk=int(result.id)).result is None
 
 
+def test_the_worker_stores_the_return_value_within_max_result_bytes(backend):
+    small = echo.enqueue("a")
+    big = echo.enqueue("a" * 100)
+    with override_settings(CONVEX_SCHEDULER={"MAX_RESULT_BYTES": 60}):
+        run_due()
+    assert default_task_backend.get_result(small.id).return_value == {
+        "args": ["a"],
+        "kwargs": {},
+    }
+    refused = default_task_backend.get_result(big.id)
+    assert refused.status == TaskResultStatus.FAILED
+    assert "MAX_RESULT_BYTES" in refused.errors[0].traceback
+    assert ScheduledFunction.objects.get(pk=int(big.id)).result is None
+
+
 def test_takes_context(backend):
     result = get_task_id.enqueue()
     run_due()

@@ -9,8 +9,9 @@ arguments (up to ``MAX_ARGS_BYTES`` each) into the web process.
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.db.models import Func, IntegerField, QuerySet, TextField
+from django.db.models import F, Func, IntegerField, QuerySet, TextField
 from django.db.models.functions import Cast, Substr
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
@@ -19,16 +20,21 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from .crons import describe as describe_cron
 from .exceptions import SchedulingError
-from .models import ScheduledFunction
+from .models import CronJob, ScheduledFunction
 from .registry import registry
 from .scheduler import scheduler
 
 __all__ = [
     "PREVIEW_CHARS",
+    "CronJobSerializer",
+    "CronJobSummarySerializer",
+    "CronRunSerializer",
     "ScheduleSerializer",
     "ScheduledFunctionSerializer",
     "ScheduledFunctionSummarySerializer",
+    "cron_rows",
     "with_previews",
     "with_sizes",
 ]
@@ -291,3 +297,139 @@ class ScheduleSerializer(serializers.Serializer):
 
     def to_representation(self, instance: ScheduledFunction) -> dict[str, Any]:
         return ScheduledFunctionSerializer(instance, context=self.context).data
+
+
+# Crons ----------------------------------------------------------------------
+
+#: Runs of a cron the detail shows, newest first.
+RECENT_RUNS = 5
+
+
+def cron_rows(queryset: QuerySet[CronJob], *, previews: bool) -> QuerySet[CronJob]:
+    """Crons with the state of their last run and the size of their arguments.
+
+    With ``previews`` (a list), the arguments are left in the database and
+    only their first :data:`PREVIEW_CHARS` characters are loaded.
+    """
+    queryset = queryset.annotate(
+        last_run_state=F("last_run__state"), args_size=OctetLength(_args_text())
+    )
+    if previews:
+        queryset = queryset.defer("args").annotate(
+            args_preview=Substr(_args_text(), 1, PREVIEW_CHARS)
+        )
+    return queryset
+
+
+class _CronRow(serializers.ModelSerializer):
+    schedule = serializers.SerializerMethodField(
+        help_text=_('The schedule in words, e.g. "every day at 08:30 (Asia/Tokyo)".')
+    )
+    interval_seconds = serializers.SerializerMethodField(
+        help_text=_("Seconds between two ticks of an interval cron; null for a cron expression.")
+    )
+    next_tick_local = serializers.SerializerMethodField(
+        help_text=_("The next tick in the cron's time zone (ISO 8601); null while paused.")
+    )
+    removed = serializers.SerializerMethodField(
+        help_text=_("Whether this code cron was removed from the code (it no longer runs).")
+    )
+    last_run = serializers.IntegerField(
+        source="last_run_id",
+        read_only=True,
+        allow_null=True,
+        help_text=_("The id of the scheduled function of the last run."),
+    )
+    last_run_state = serializers.CharField(
+        read_only=True, allow_null=True, help_text=_("The state of the last run.")
+    )
+    args_size = serializers.IntegerField(
+        read_only=True, help_text=_("Size of the arguments as JSON text, in bytes.")
+    )
+
+    def get_schedule(self, obj: CronJob) -> str:
+        return describe_cron(obj)
+
+    def get_interval_seconds(self, obj: CronJob) -> float | None:
+        return obj.interval.total_seconds() if obj.interval is not None else None
+
+    def get_next_tick_local(self, obj: CronJob) -> str | None:
+        if obj.next_tick is None:
+            return None
+        try:
+            return obj.next_tick.astimezone(ZoneInfo(obj.timezone)).isoformat()
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+
+    def get_removed(self, obj: CronJob) -> bool:
+        return obj.removed_time is not None
+
+
+_CRON_FIELDS = [
+    "name",
+    "function",
+    "kind",
+    "source",
+    "schedule",
+    "schedule_type",
+    "interval_seconds",
+    "expression",
+    "timezone",
+    "paused",
+    "removed",
+    "next_tick",
+    "next_tick_local",
+    "last_tick",
+    "last_run",
+    "last_run_state",
+    "run_count",
+    "missed_count",
+    "overlap_count",
+    "created_time",
+    "updated_time",
+]
+
+
+class CronJobSummarySerializer(_CronRow):
+    """A cron as a list shows it: its arguments as a short preview."""
+
+    args_preview = serializers.CharField(
+        read_only=True,
+        help_text=_(
+            "The first 200 characters of the arguments as JSON text; compare with args_size "
+            "to tell whether it is cut. The detail has them in full."
+        ),
+    )
+
+    class Meta:
+        model = CronJob
+        fields = [*_CRON_FIELDS, "args_preview", "args_size"]
+        read_only_fields = fields
+
+
+class CronRunSerializer(serializers.ModelSerializer):
+    """One run of a cron: the scheduled function of one tick."""
+
+    class Meta:
+        model = ScheduledFunction
+        fields = ["id", "state", "scheduled_time", "completed_time"]
+        read_only_fields = fields
+
+
+class CronJobSerializer(_CronRow):
+    """A cron in full: its arguments and its last runs."""
+
+    args = ArgsField(read_only=True)
+    recent_runs = serializers.SerializerMethodField(
+        help_text=_("The last 5 runs, newest first (finished runs are kept for RETENTION).")
+    )
+
+    class Meta:
+        model = CronJob
+        fields = [*_CRON_FIELDS, "args", "args_size", "recent_runs"]
+        read_only_fields = fields
+
+    @extend_schema_field(CronRunSerializer(many=True))
+    def get_recent_runs(self, obj: CronJob) -> list[dict[str, Any]]:
+        runs = ScheduledFunction.objects.filter(cron=obj.name).order_by("-scheduled_time")
+        return list(CronRunSerializer(runs[:RECENT_RUNS], many=True).data)

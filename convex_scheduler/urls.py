@@ -2,6 +2,8 @@
 
 Mounted under ``api/`` this serves ``api/scheduled-functions/`` (list, create),
 ``api/scheduled-functions/{id}/``, ``api/scheduled-functions/{id}/cancel/``,
+``api/crons/`` (list), ``api/crons/{name}/``, ``api/crons/{name}/pause/`` and
+``/resume/``,
 ``api/schema/`` (the OpenAPI 3 schema) and ``api/docs/`` (Swagger UI), all
 under the API's permissions. Route names live in the ``convex_scheduler``
 namespace, e.g. ``convex_scheduler:scheduledfunction-detail`` and
@@ -11,12 +13,18 @@ namespace, e.g. ``convex_scheduler:scheduledfunction-detail`` and
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .views import ScheduledFunctionDocsView, ScheduledFunctionSchemaView, ScheduledFunctionViewSet
+from .views import (
+    CronJobViewSet,
+    ScheduledFunctionDocsView,
+    ScheduledFunctionSchemaView,
+    ScheduledFunctionViewSet,
+)
 
 app_name = "convex_scheduler"
 
 router = SimpleRouter()
 router.register("scheduled-functions", ScheduledFunctionViewSet, basename="scheduledfunction")
+router.register("crons", CronJobViewSet, basename="cronjob")
 
 urlpatterns = [
     *router.urls,

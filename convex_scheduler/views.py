@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Field, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django_filters.rest_framework import DjangoFilterBackend
@@ -24,20 +24,25 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ParseError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import crons
 from .conf import scheduler_settings
 from .exceptions import SchedulingError
 from .filters import ScheduledFunctionFilterSet, TiebreakOrderingFilter
-from .models import ScheduledFunction
+from .models import CronJob, ScheduledFunction
 from .scheduler import MAX_ARGS_DEPTH, json_nesting_exceeds, parse_id, scheduler
 from .serializers import (
+    CronJobSerializer,
+    CronJobSummarySerializer,
     ScheduledFunctionSerializer,
     ScheduledFunctionSummarySerializer,
     ScheduleSerializer,
+    cron_rows,
     with_previews,
     with_sizes,
 )
@@ -45,6 +50,8 @@ from .serializers import (
 __all__ = [
     "ENVELOPE_BYTES",
     "BoundedJSONParser",
+    "CronJobPermissions",
+    "CronJobViewSet",
     "RequestTooLarge",
     "ScheduledFunctionCursorPagination",
     "ScheduledFunctionDocsView",
@@ -91,11 +98,13 @@ class ScheduledFunctionPermissions(permissions.DjangoModelPermissions):
     }
     #: Actions whose permission is not the HTTP method's.
     action_perms = {"cancel": ["%(app_label)s.change_%(model_name)s"]}
+    #: The model whose permissions apply.
+    model: type[Model] = ScheduledFunction
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         if not request.user or not request.user.is_authenticated:
             return False
-        model = ScheduledFunction
+        model = self.model
         action_name = getattr(view, "action", None)
         if action_name in self.action_perms:
             names = {"app_label": model._meta.app_label, "model_name": model._meta.model_name}
@@ -105,20 +114,34 @@ class ScheduledFunctionPermissions(permissions.DjangoModelPermissions):
         return request.user.has_perms(perms)
 
 
-def _default_permissions() -> list[Any]:
+class CronJobPermissions(ScheduledFunctionPermissions):
+    """The admin's permissions on crons: ``view_cronjob`` to read, ``change_cronjob``
+    to pause and resume."""
+
+    action_perms = {
+        "pause": ["%(app_label)s.change_%(model_name)s"],
+        "resume": ["%(app_label)s.change_%(model_name)s"],
+    }
+    model = CronJob
+
+
+def _default_permissions(model_permissions: type[BasePermission]) -> list[Any]:
     # The project's API_PERMISSION_CLASSES when it sets them, else the
-    # model permissions above.
+    # model permissions of the view's model.
     if "API_PERMISSION_CLASSES" in scheduler_settings.user_settings:
         return list(scheduler_settings.API_PERMISSION_CLASSES)
-    return [ScheduledFunctionPermissions]
+    return [model_permissions]
 
 
 class _Guarded:
     """The API's permissions, and 401 (not 403) for anonymous users when any
     authentication class can ask for credentials."""
 
+    #: The default permission, unless the project sets ``API_PERMISSION_CLASSES``.
+    model_permissions: type[BasePermission] = ScheduledFunctionPermissions
+
     def get_permissions(self) -> list[Any]:
-        return [permission() for permission in _default_permissions()]
+        return [permission() for permission in _default_permissions(self.model_permissions)]
 
     def get_authenticate_header(self, request: Request) -> str:
         # DRF asks only the first authentication class; with session
@@ -356,13 +379,124 @@ class ScheduledFunctionViewSet(
         return Response(self.get_serializer(row).data, status=status.HTTP_200_OK)
 
 
+class CronCursorPagination(CursorPagination):
+    """Cursor pages of crons by name: one indexed range query each, nothing counted."""
+
+    ordering = ("name",)
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def decode_cursor(self, request: Request) -> Any:
+        cursor = super().decode_cursor(request)
+        position = str(cursor.position) if cursor and cursor.position is not None else ""
+        if "\x00" in position or len(position) > crons.MAX_NAME_LENGTH:
+            # A tampered position is a 404, not a database error.
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
+
+_NO_CRON = {404: OpenApiResponse(description=_("No cron with this name."))}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary=_("List crons"),
+        description=_(
+            "By name. Each row has its schedule in words, its next tick in UTC and in its "
+            "time zone, the state of its last run, its skipped counts and a short preview of "
+            "its arguments. Filter with `source` (code, runtime) and `paused`. "
+            "Cursor-paginated. Needs the view permission on crons."
+        ),
+        responses={
+            200: CronJobSummarySerializer(many=True),
+            **_BAD_REQUEST,
+            **_ERRORS,
+            404: OpenApiResponse(description=_("Invalid cursor.")),
+        },
+    ),
+    retrieve=extend_schema(
+        summary=_("Get a cron"),
+        description=_(
+            "With its arguments in full and its last runs. Needs the view permission on crons."
+        ),
+        responses={200: CronJobSerializer, **_ERRORS, **_NO_CRON},
+    ),
+)
+class CronJobViewSet(
+    _Guarded, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Crons: list, retrieve, pause, resume.
+
+    Reading needs the view permission on crons, pausing and resuming the change
+    permission, as in the admin.
+    """
+
+    model_permissions = CronJobPermissions
+    queryset = CronJob.objects.all()
+    serializer_class = CronJobSerializer
+    pagination_class = CronCursorPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_fields = ["source", "paused"]
+    lookup_field = "name"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[CronJob]:
+        return cron_rows(CronJob.objects.all(), previews=self.action == "list")
+
+    def get_serializer_class(self) -> type:
+        if self.action == "list":
+            return CronJobSummarySerializer
+        return CronJobSerializer
+
+    def get_object(self) -> CronJob:
+        name = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        if "\x00" in name or len(name) > crons.MAX_NAME_LENGTH:
+            raise Http404  # no cron can have this name; the database need not be asked
+        return super().get_object()
+
+    def _toggle(self, change: Any) -> Response:
+        job = self.get_object()
+        change(job.name)
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(self.get_serializer(job).data, status=status.HTTP_200_OK)
+
+    @extend_schema(
+        summary=_("Pause a cron"),
+        description=_(
+            "It starts no more runs until resumed; a run already started is left alone. "
+            "Pausing a paused cron changes nothing. Needs the change permission on crons."
+        ),
+        request=None,
+        responses={200: CronJobSerializer, **_ERRORS, **_NO_CRON},
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, name: str | None = None) -> Response:
+        """Pause this cron: POST crons/{name}/pause/."""
+        return self._toggle(crons.pause)
+
+    @extend_schema(
+        summary=_("Resume a cron"),
+        description=_(
+            "It runs again from its next tick; the paused period is not replayed. Needs the "
+            "change permission on crons."
+        ),
+        request=None,
+        responses={200: CronJobSerializer, **_ERRORS, **_NO_CRON},
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, name: str | None = None) -> Response:
+        """Resume this cron: POST crons/{name}/resume/."""
+        return self._toggle(crons.resume)
+
+
 def only_scheduled_functions(endpoints: list[Any], **kwargs: Any) -> list[Any]:
     """drf-spectacular preprocessing hook: keep this app's endpoints only."""
     return [
         endpoint
         for endpoint in endpoints
         if isinstance(getattr(endpoint[3], "cls", None), type)
-        and issubclass(endpoint[3].cls, ScheduledFunctionViewSet)
+        and issubclass(endpoint[3].cls, (ScheduledFunctionViewSet, CronJobViewSet))
     ]
 
 

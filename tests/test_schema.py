@@ -109,6 +109,10 @@ def test_schema_and_docs_are_served_under_the_apis_permission(client, db):
         "/api/scheduled-functions/",
         "/api/scheduled-functions/{id}/",
         "/api/scheduled-functions/{id}/cancel/",
+        "/api/crons/",
+        "/api/crons/{name}/",
+        "/api/crons/{name}/pause/",
+        "/api/crons/{name}/resume/",
     }
     docs = client.get(DOCS_URL)
     assert docs.status_code == 200

@@ -1,4 +1,4 @@
-"""Admin pages: watch scheduled functions, cancel them, schedule new ones.
+"""Admin pages: watch scheduled functions, cancel them, schedule new ones; crons.
 
 Rows are read-only here. Every change goes through the domain API: single
 cancels and new schedules through :mod:`convex_scheduler.scheduler`, the bulk
@@ -11,6 +11,10 @@ or the date hierarchy, and the large ``args``/``error`` columns are deferred.
 The detail page loads at most :data:`ARGS_SHOWN` characters of either; the
 full arguments and error are a download away.
 
+The Crons page lists every cron with its schedule in words, next run and last
+runs; code crons are read-only, run-time crons are created, edited and deleted
+through :mod:`convex_scheduler.crons`, and any cron can be paused and resumed.
+
 Permissions are Django's: ``view`` to look, ``add`` to schedule, ``change`` to
 cancel, and ``schedule_internal_function`` to schedule internal functions. Any
 query string, form or action input the pages do not produce is answered with
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -42,9 +47,15 @@ from django.contrib.admin.views.main import (
 )
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Min, QuerySet, TextField
+from django.db.models import Count, F, Max, Min, Q, QuerySet, TextField
 from django.db.models.functions import Cast, Substr
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseNotAllowed,
+)
 from django.shortcuts import redirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -56,11 +67,18 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from . import clock
+from . import clock, crons
 from .conf import scheduler_settings
 from .exceptions import SchedulingError
-from .forms import ScheduleForm
-from .models import ScheduledFunction, ScheduledFunctionQuerySet, SchedulerWorker, State
+from .forms import CronForm, ScheduleForm
+from .models import (
+    CronJob,
+    CronSource,
+    ScheduledFunction,
+    ScheduledFunctionQuerySet,
+    SchedulerWorker,
+    State,
+)
 from .registry import registry
 from .scheduler import parse_id, scheduler
 from .serializers import OctetLength
@@ -81,6 +99,9 @@ PRETTY_MAX_BYTES = 16 * 1024
 #: A pretty-printed text longer than this (deep nesting indents a lot) is shown
 #: as stored instead.
 PRETTY_MAX_CHARS = 128 * 1024
+
+#: Runs of each cron the crons list shows.
+RECENT_CRON_RUNS = 5
 
 _ACTIVE_STATES = (State.PENDING, State.IN_PROGRESS)
 
@@ -865,3 +886,277 @@ class SchedulerWorkerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(CronJob)
+class CronJobAdmin(admin.ModelAdmin):
+    """Crons: list, detail, pause and resume; run-time crons are created and edited here.
+
+    Code crons are read-only: the code is their source of truth. Saving a
+    run-time cron goes through :func:`convex_scheduler.crons.register`, and
+    deleting one through :func:`convex_scheduler.crons.delete` (which cancels
+    its pending run). Permissions are Django's on crons: ``view``, ``add``,
+    ``change`` (also to pause and resume) and ``delete``.
+    """
+
+    form = CronForm
+    list_display = (
+        "name",
+        "schedule",
+        "function",
+        "next_run",
+        "paused",
+        "recent_runs",
+        "skipped",
+        "source",
+    )
+    list_filter = ("source", "paused")
+    search_fields = ("name", "function")
+    search_help_text = _("A cron or function name, or part of one.")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedCountPaginator
+    list_per_page = 50
+    actions = ["pause_selected", "resume_selected", "delete_selected_crons"]
+    definition_fields = (
+        "name",
+        "function",
+        "args",
+        "schedule_type",
+        "interval",
+        "expression",
+        "timezone",
+    )
+    status_fields = (
+        "schedule",
+        "source",
+        "next_run",
+        "paused",
+        "removed_time",
+        "last_tick",
+        "run_count",
+        "missed_count",
+        "overlap_count",
+        "recent_runs",
+    )
+    readonly_fields = status_fields
+
+    #: Query-string parameters the changelist produces.
+    LIST_PARAMETERS = frozenset(
+        {ALL_VAR, ERROR_FLAG, IS_FACETS_VAR, IS_POPUP_VAR, ORDER_VAR, PAGE_VAR, SEARCH_VAR}
+    )
+    FILTER_PARAMETERS = frozenset({"source__exact", "paused__exact"})
+
+    class Media:
+        css = {"all": ("convex_scheduler/admin.css",)}
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        allow = request.user.has_perm(SCHEDULE_INTERNAL_PERMISSION)
+        return type(form.__name__, (form,), {"allow_internal": allow})
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ((None, {"fields": self.definition_fields}),)
+        return (
+            (None, {"fields": self.definition_fields}),
+            (_("Status"), {"fields": self.status_fields}),
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        # A cron is never renamed: its runs carry its name.
+        return ("name", *self.status_fields)
+
+    # Permissions: code crons change with the code only.
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_code:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_code and obj.removed_time is None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        # Django's deletes rows; ours goes through crons.delete.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        definition = form.definition
+        schedule = definition.schedule
+        job = crons.register(
+            definition.name,
+            definition.function,
+            definition.args,
+            interval=schedule.interval,
+            cron=schedule.expression or None,
+            timezone=schedule.timezone,
+        )
+        obj.pk = job.pk
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        crons.delete(obj.name)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for name in queryset.values_list("name", flat=True):
+            crons.delete(name)
+
+    # The list.
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        if from_field is not None or not _is_id(object_id):
+            return None
+        return super().get_object(request, object_id, from_field)
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        return isinstance(value, str) and "\x00" not in value and lookup in self.FILTER_PARAMETERS
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        if "\x00" in search_term:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        for key, values in request.GET.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return HttpResponseBadRequest(gettext("The query string contains a NUL character."))
+            if key not in self.LIST_PARAMETERS and key not in self.FILTER_PARAMETERS:
+                return HttpResponseBadRequest(
+                    gettext("Unknown filter %(param)s; filter by source or paused.")
+                    % {"param": repr(key[:100])}
+                )
+        if request.method == "POST" and not all(
+            _is_id(value) for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        ):
+            return HttpResponseBadRequest(gettext("A selected row is not a cron id."))
+        try:
+            return super().changelist_view(request, extra_context)
+        except _Refused as refusal:
+            return HttpResponseBadRequest(refusal.message)
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            # Django would redirect to ?e=1 and say "Database error"; say what was wrong.
+            raise _Refused(
+                gettext("The list cannot show this filter: %(error)s")
+                % {"error": exc or gettext("invalid parameters")}
+            ) from None
+
+    @admin.display(description=_("schedule"))
+    def schedule(self, obj: CronJob) -> str:
+        return crons.describe(obj)
+
+    @admin.display(description=_("next run"), ordering="next_tick")
+    def next_run(self, obj: CronJob) -> str:
+        if obj.next_tick is None:
+            if obj.removed_time is not None:
+                return str(_("removed from code"))
+            return str(_("paused"))
+        try:
+            local = obj.next_tick.astimezone(ZoneInfo(obj.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            local = obj.next_tick.astimezone(UTC)
+        utc = obj.next_tick.astimezone(UTC)
+        return format_html(
+            '<time datetime="{}">{} {}</time><br><small>{} UTC</small>',
+            utc.isoformat(),
+            local.strftime("%Y-%m-%d %H:%M"),
+            obj.timezone,
+            utc.strftime("%Y-%m-%d %H:%M"),
+        )
+
+    @admin.display(description=_("last runs"))
+    def recent_runs(self, obj: CronJob) -> str:
+        # One query on the (cron, scheduled_time) index, five rows at most.
+        runs = (
+            ScheduledFunction.objects.filter(cron=obj.name)
+            .order_by("-scheduled_time")
+            .values_list("pk", "state", "scheduled_time")[:RECENT_CRON_RUNS]
+        )
+        return format_html_join(
+            " ",
+            '<a class="cs-badge cs-state-{}" href="{}" title="{}">{}</a>',
+            (
+                (
+                    state,
+                    reverse(
+                        "admin:convex_scheduler_scheduledfunction_change",
+                        args=[quote(pk)],
+                        current_app=self.admin_site.name,
+                    ),
+                    when.astimezone(UTC).isoformat(),
+                    State(state).label,
+                )
+                for pk, state, when in runs
+            ),
+        )
+
+    @admin.display(description=_("skipped"))
+    def skipped(self, obj: CronJob) -> str:
+        return gettext("%(missed)d missed, %(overlap)d overlapping") % {
+            "missed": obj.missed_count,
+            "overlap": obj.overlap_count,
+        }
+
+    @admin.action(permissions=["change"], description=_("Pause selected crons"))
+    def pause_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        paused = sum(crons.pause(name) for name in queryset.values_list("name", flat=True))
+        self.message_user(
+            request,
+            ngettext("Paused %(count)d cron.", "Paused %(count)d crons.", paused)
+            % {"count": paused},
+            messages.SUCCESS if paused else messages.WARNING,
+        )
+
+    @admin.action(permissions=["change"], description=_("Resume selected crons"))
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
+        resumed = sum(crons.resume(name) for name in queryset.values_list("name", flat=True))
+        self.message_user(
+            request,
+            ngettext("Resumed %(count)d cron.", "Resumed %(count)d crons.", resumed)
+            % {"count": resumed},
+            messages.SUCCESS if resumed else messages.WARNING,
+        )
+
+    @admin.action(
+        permissions=["delete"],
+        description=_("Delete selected run-time crons and cancel their pending runs"),
+    )
+    def delete_selected_crons(self, request: HttpRequest, queryset: QuerySet) -> None:
+        selected = queryset.count()
+        deletable = queryset.filter(
+            Q(source=CronSource.RUNTIME) | Q(removed_time__isnull=False)
+        ).values_list("name", flat=True)
+        deleted = sum(crons.delete(name) for name in list(deletable))
+        kept = selected - deleted
+        self.message_user(
+            request,
+            ngettext("Deleted %(count)d cron.", "Deleted %(count)d crons.", deleted)
+            % {"count": deleted},
+            messages.SUCCESS if deleted else messages.WARNING,
+        )
+        if kept:
+            self.message_user(
+                request,
+                ngettext(
+                    "Kept %(count)d cron declared in code: remove it from the code.",
+                    "Kept %(count)d crons declared in code: remove them from the code.",
+                    kept,
+                )
+                % {"count": kept},
+                messages.WARNING,
+            )

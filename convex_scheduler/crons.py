@@ -58,6 +58,7 @@ __all__ = [
     "cron",
     "daily",
     "declared",
+    "define",
     "delete",
     "describe",
     "hourly",
@@ -544,6 +545,33 @@ def describe(job: CronJob) -> str:
 # Run-time crons ----------------------------------------------------------
 
 
+def define(
+    name: str,
+    fn: Callable[..., Any] | str,
+    args: dict[str, Any] | None = None,
+    *,
+    interval: timedelta | None = None,
+    cron: str | None = None,
+    timezone: str | None = None,
+) -> CronDefinition:
+    """Check a run-time cron as :func:`register` does, without writing anything.
+
+    Raises :class:`SchedulingError` naming the input at fault; the admin's
+    form uses it to put the message on the right field.
+    """
+    if (interval is None) == (cron is None):
+        raise SchedulingError(
+            "Give exactly one of interval (a timedelta) or cron (a 5-field expression)."
+        )
+    if interval is not None:
+        if timezone is not None and not isinstance(timezone, str):
+            raise SchedulingError("A time zone is an IANA name (a string).", field="timezone")
+        schedule = Schedule(_INTERVAL, _check_interval(interval), "", timezone)
+    else:
+        schedule = _cron_schedule(cron, timezone)
+    return _define(name, fn, args, schedule)
+
+
 def register(
     name: str,
     fn: Callable[..., Any] | str,
@@ -562,17 +590,7 @@ def register(
     Replacing a cron keeps its history and pause state; a changed schedule
     takes effect from its next tick. A name declared in code is refused.
     """
-    if (interval is None) == (cron is None):
-        raise SchedulingError(
-            "Give exactly one of interval (a timedelta) or cron (a 5-field expression)."
-        )
-    if interval is not None:
-        if timezone is not None and not isinstance(timezone, str):
-            raise SchedulingError("A time zone is an IANA name (a string).", field="timezone")
-        schedule = Schedule(_INTERVAL, _check_interval(interval), "", timezone)
-    else:
-        schedule = _cron_schedule(cron, timezone)
-    definition = _define(name, fn, args, schedule)
+    definition = define(name, fn, args, interval=interval, cron=cron, timezone=timezone)
     if code_crons.get(definition.name) is not None:
         raise _declared_in_code(definition.name)
 

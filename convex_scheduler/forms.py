@@ -15,11 +15,13 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from .crons import default_zone_name, define
 from .exceptions import SchedulingError
+from .models import CronJob, ScheduleType
 from .registry import registry
 from .scheduler import MAX_ARGS_DEPTH, json_nesting_exceeds, scheduler
 
-__all__ = ["ArgsJSONField", "ScheduleForm", "function_choices"]
+__all__ = ["ArgsJSONField", "CronForm", "ScheduleForm", "function_choices"]
 
 
 def function_choices(*, internal: bool = True) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -142,3 +144,86 @@ class ScheduleForm(forms.Form):
         except SchedulingError as exc:
             self.add_error(exc.field if exc.field in self.fields else None, str(exc))
             return None
+
+
+class CronForm(forms.ModelForm):
+    """Create or edit a run-time cron in the admin.
+
+    Every rule is :func:`convex_scheduler.crons.define`'s; the admin saves
+    through :func:`convex_scheduler.crons.register`. Internal functions are
+    offered when ``allow_internal`` (the ``schedule_internal_function``
+    permission, as for the schedule form).
+    """
+
+    allow_internal = False
+
+    function = _FunctionField(label=_("Function"))
+    args = ArgsJSONField(
+        label=_("Arguments"),
+        required=False,
+        initial=dict,
+        help_text=_('A JSON object of keyword arguments, e.g. {"name": "ann", "count": 3}.'),
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60, "class": "vLargeTextField"}),
+    )
+
+    class Meta:
+        model = CronJob
+        fields = ["name", "function", "args", "schedule_type", "interval", "expression", "timezone"]
+        help_texts = {
+            "interval": _('For an interval cron: "00:05:00" is every five minutes.'),
+            "expression": _('For a cron expression: "30 8 * * 1-5" is 08:30 on weekdays.'),
+            "timezone": _("An IANA name such as Europe/Paris; the expression is read in it."),
+        }
+
+    #: SchedulingError.field → the form field that shows the message.
+    FIELDS = {"cron": "expression", "day": "expression", "hour": "expression"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A read-only page (a code cron) has none of the fields.
+        if "function" in self.fields:
+            self.fields["function"].choices = function_choices(internal=self.allow_internal)  # type: ignore[attr-defined]  # a ChoiceField
+        if "timezone" in self.fields:
+            self.fields["timezone"].initial = _default_zone()
+        for name in ("expression", "interval"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.errors:
+            return data
+        interval, expression = data.get("interval"), data.get("expression") or ""
+        if data.get("schedule_type") == ScheduleType.INTERVAL:
+            if expression:
+                self.add_error("expression", _("An interval cron has no expression."))
+            expression = None
+        else:
+            if interval is not None:
+                self.add_error("interval", _("A cron expression has no interval."))
+            interval = None
+        try:
+            self.definition = define(
+                data.get("name", self.instance.name),
+                data["function"],
+                {} if data.get("args") is None else data["args"],
+                interval=interval,
+                cron=expression,
+                timezone=data.get("timezone") or None,
+            )
+            entry = registry.get(self.definition.function)
+            if entry is not None and entry.internal and not self.allow_internal:
+                # The same words as for an unknown name, as in the schedule form.
+                raise SchedulingError(
+                    _("No public function is registered under the name %(name)r.")
+                    % {"name": data["function"]},
+                    field="function",
+                )
+        except SchedulingError as exc:
+            field = self.FIELDS.get(exc.field or "", exc.field)
+            self.add_error(field if field in self.fields else None, str(exc))
+        return data
+
+
+def _default_zone() -> str:
+    return default_zone_name()

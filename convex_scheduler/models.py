@@ -359,7 +359,7 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         orphans = self.filter(
             state=State.IN_PROGRESS, kind=Kind.ACTION, owner__in=list(dead_worker_ids)
         )
-        for pk, attempts, policy in orphans.exclude(retry=None).values_list(
+        for pk, attempts, policy in orphans.filter(retry__isnull=False).values_list(
             "pk", "attempts", "retry"
         ):
             retry = Retry.from_json(policy)

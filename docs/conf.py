@@ -71,12 +71,19 @@ def check_reference_pages(app):
         for action in BaseCommand().create_parser("manage.py", "x")._actions
         for option in action.option_strings
     }
-    for name in ("runscheduler", "clearscheduledfunctions"):
+    commands = ("runscheduler", "clearscheduledfunctions", "scheduledfunctions", "schedulerhealth")
+    for name in commands:
         parser = load_command_class("convex_scheduler", name).create_parser("manage.py", name)
+        parsers = [parser]
         for action in parser._actions:
-            for option in set(action.option_strings) - common:
-                if f"``{option}" not in text:
-                    log.warning("commands.rst does not document %s %s", name, option)
+            # Subcommands (scheduledfunctions list/show/cancel) have options of their own.
+            parsers.extend((getattr(action, "choices", None) and isinstance(action.choices, dict)
+                           and action.choices.values()) or [])
+        for each in parsers:
+            for action in each._actions:
+                for option in set(action.option_strings) - common:
+                    if f"``{option}" not in text:
+                        log.warning("commands.rst does not document %s %s", name, option)
 
 
 def setup(app):

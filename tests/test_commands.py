@@ -117,3 +117,43 @@ def test_transient_claim_errors_back_off_with_the_default_poll_interval(monkeypa
     scheduler.run_after(0, functions.increment, {"name": "k"})
     call_command("runscheduler", "--burst", "--concurrency", "2", stdout=StringIO())
     assert Counter.objects.get(name="k").value == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runscheduler_serves_worker_metrics_while_it_runs():
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from convex_scheduler.metrics import WorkerMetrics
+
+    scraped = {}
+    original_connect = WorkerMetrics.connect
+
+    def connect_and_remember(self):
+        original_connect(self)
+        scraped["metrics"] = self
+
+    scheduler.run_after(0, functions.increment, {"name": "m"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WorkerMetrics, "connect", connect_and_remember)
+        call_command("runscheduler", "--burst", "--metrics-port", "0", stdout=StringIO())
+    metrics = scraped["metrics"]
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(
+            generate_latest(metrics.registry).decode()
+        )
+    }
+    finished = families["convex_scheduler_functions_finished"]
+    assert any(
+        sample.labels.get("outcome") == "success" and sample.value == 1
+        for sample in finished.samples
+    )
+    claims = families["convex_scheduler_claim_batch_size"]
+    assert any(s.name.endswith("_count") and s.value >= 1 for s in claims.samples)
+
+
+@pytest.mark.parametrize("value", ["-1", "65536", "http"])
+def test_runscheduler_metrics_port_is_a_port(value):
+    with pytest.raises(CommandError, match="metrics-port"):
+        call_command("runscheduler", "--burst", "--metrics-port", value, stdout=StringIO())

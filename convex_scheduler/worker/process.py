@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from django.db import close_old_connections, connections, router, transaction
 
@@ -86,6 +87,8 @@ class Worker:
             forced=self._forced,
         )
         self.liveness = self.executor.liveness
+        #: Called with the size of every non-empty claim (``--metrics-port``).
+        self.on_claim: Callable[[int], None] | None = None
         self.loop = RunnerLoop(
             executor=self.executor,
             budget=Budget(max_functions, self.stop),
@@ -96,6 +99,7 @@ class Worker:
             forced=self._forced,
             changed=self._changed,
             recycles=self._recycles,
+            on_claim=lambda size: self.on_claim(size) if self.on_claim else None,
         )
 
     # Lifecycle -----------------------------------------------------------

@@ -63,6 +63,7 @@ class RunnerLoop:
         forced: threading.Event,
         changed: threading.Event,
         recycles: Callable[[], bool],
+        on_claim: Callable[[int], None] | None = None,
     ) -> None:
         self.executor = executor
         self.budget = budget
@@ -74,6 +75,7 @@ class RunnerLoop:
         self.changed = changed
         #: Whether this thread's connections are the worker's to recycle.
         self.recycles = recycles
+        self.on_claim = on_claim
         self.progress = threading.Condition()
         self._waiting = 0
         self._generation = 0
@@ -157,6 +159,8 @@ class RunnerLoop:
             outcome, used = self.executor.run_next(limit)
         finally:
             self.budget.settle(limit, used)
+        if used and self.on_claim is not None:
+            self.on_claim(used)
         return outcome
 
     def _start_cron_runs(self) -> None:

@@ -47,6 +47,16 @@ def concurrency(value: str) -> int:
     return number
 
 
+def port_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {number}")
+    return number
+
+
 def positive_seconds(value: str) -> float:
     try:
         number = float(value)
@@ -91,6 +101,19 @@ class Command(BaseCommand):
             help="Exit after this many functions have run.",
         )
         parser.add_argument(
+            "--metrics-port",
+            type=port_number,
+            default=None,
+            help="Serve this worker's Prometheus metrics on this port (needs the 'metrics' "
+            "extra: prometheus-client); 0 picks a free port.",
+        )
+        parser.add_argument(
+            "--metrics-address",
+            default="127.0.0.1",
+            help="The address the metrics port listens on (default 127.0.0.1, this machine "
+            "only; 0.0.0.0 for a scraper on another machine).",
+        )
+        parser.add_argument(
             "--database",
             default=None,
             help="The database alias to use (default: the router's choice for writes).",
@@ -111,6 +134,9 @@ class Command(BaseCommand):
             max_functions=options["max_functions"],
             using=using,
         )
+        metrics = None
+        if options["metrics_port"] is not None:
+            metrics = self._start_metrics(worker, options)
         previous = self._install_signal_handlers(worker)
         try:
             stats = worker.run()
@@ -125,6 +151,10 @@ class Command(BaseCommand):
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            if metrics is not None:
+                server, collected = metrics
+                server.shutdown()
+                collected.disconnect()
         if worker.crashed:
             raise CommandError("A worker thread crashed; the log has the traceback.")
         if options["verbosity"] >= 1 and options["burst"]:
@@ -132,6 +162,28 @@ class Command(BaseCommand):
                 f"Burst done: {stats.succeeded} succeeded, {stats.failed} failed, "
                 f"{stats.canceled} canceled."
             )
+
+    def _start_metrics(self, worker: Worker, options: dict[str, Any]) -> tuple[Any, Any]:
+        try:
+            from convex_scheduler.metrics import WorkerMetrics, serve
+
+            collected = WorkerMetrics(stats=worker.stats)
+        except ImportError as exc:
+            raise CommandError(
+                f"--metrics-port needs prometheus-client: pip install "
+                f"'django-convex-scheduler[metrics]' ({exc})."
+            ) from None
+        try:
+            server = serve(options["metrics_port"], collected, addr=options["metrics_address"])
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot serve metrics on {options['metrics_address']}:"
+                f"{options['metrics_port']}: {exc}."
+            ) from None
+        collected.connect()
+        worker.on_claim = collected.observe_claim
+        logger.info("metrics on http://%s:%s/", options["metrics_address"], server.port)
+        return server, collected
 
     def _configure_logging(self, verbosity: int) -> None:
         logger.setLevel(VERBOSITY_LEVELS.get(verbosity, logging.DEBUG))

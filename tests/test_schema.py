@@ -158,6 +158,7 @@ def api_schema(live_server, transactional_db, auth_headers):
     return schemathesis.openapi.from_url(live_server.url + SCHEMA_URL, headers=auth_headers)
 
 
+@pytest.mark.schemathesis
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)
 def test_api_has_no_server_errors_or_schema_violations(

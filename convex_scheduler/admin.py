@@ -47,7 +47,7 @@ from django.contrib.admin.views.main import (
 )
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Min, Q, QuerySet, TextField
+from django.db.models import Count, F, Max, Min, QuerySet, TextField
 from django.db.models.functions import Cast, Substr
 from django.http import (
     Http404,
@@ -73,7 +73,6 @@ from .exceptions import SchedulingError
 from .forms import CronForm, ScheduleForm
 from .models import (
     CronJob,
-    CronSource,
     ScheduledFunction,
     ScheduledFunctionQuerySet,
     SchedulerWorker,
@@ -917,7 +916,8 @@ class CronJobAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
     list_per_page = 50
-    actions = ["pause_selected", "resume_selected", "delete_selected_crons"]
+    # Django's "Delete selected" comes too; it deletes through delete_queryset.
+    actions = ["pause_selected", "resume_selected"]
     definition_fields = (
         "name",
         "function",
@@ -983,12 +983,6 @@ class CronJobAdmin(admin.ModelAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
-    def get_actions(self, request: HttpRequest) -> Any:
-        actions = super().get_actions(request)
-        # Django's deletes rows; ours goes through crons.delete.
-        actions.pop("delete_selected", None)
-        return actions
-
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         definition = form.definition
         schedule = definition.schedule
@@ -1006,7 +1000,9 @@ class CronJobAdmin(admin.ModelAdmin):
         crons.delete(obj.name)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for name in queryset.values_list("name", flat=True):
+        # Django's "Delete selected" refuses a selection with a code cron
+        # (has_delete_permission), so every name here may be deleted.
+        for name in list(queryset.values_list("name", flat=True)):
             crons.delete(name)
 
     # The list.
@@ -1131,32 +1127,3 @@ class CronJobAdmin(admin.ModelAdmin):
             % {"count": resumed},
             messages.SUCCESS if resumed else messages.WARNING,
         )
-
-    @admin.action(
-        permissions=["delete"],
-        description=_("Delete selected run-time crons and cancel their pending runs"),
-    )
-    def delete_selected_crons(self, request: HttpRequest, queryset: QuerySet) -> None:
-        selected = queryset.count()
-        deletable = queryset.filter(
-            Q(source=CronSource.RUNTIME) | Q(removed_time__isnull=False)
-        ).values_list("name", flat=True)
-        deleted = sum(crons.delete(name) for name in list(deletable))
-        kept = selected - deleted
-        self.message_user(
-            request,
-            ngettext("Deleted %(count)d cron.", "Deleted %(count)d crons.", deleted)
-            % {"count": deleted},
-            messages.SUCCESS if deleted else messages.WARNING,
-        )
-        if kept:
-            self.message_user(
-                request,
-                ngettext(
-                    "Kept %(count)d cron declared in code: remove it from the code.",
-                    "Kept %(count)d crons declared in code: remove them from the code.",
-                    kept,
-                )
-                % {"count": kept},
-                messages.WARNING,
-            )

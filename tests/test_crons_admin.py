@@ -193,27 +193,36 @@ def test_pause_and_resume_actions(two_crons, clock):
     assert response.status_code in (200, 302)
 
 
-def test_delete_action_cancels_pending_runs_and_keeps_code_crons(two_crons, clock):
-    _, leap = two_crons
+def test_deleting_runtime_crons_cancels_their_pending_runs_and_code_crons_stay(two_crons, clock):
+    tokyo, leap = two_crons
     start_due_runs(using="default", now=clock.now())
     every5 = CronJob.objects.get(name="every 5")
     pending = ScheduledFunction.objects.get(cron="every 5")
     client = admin_with(*ALL)
+    selected = [str(every5.pk), str(tokyo.pk)]
+    confirm = client.post(LIST_URL, {"action": "delete_selected", "_selected_action": selected})
+    assert confirm.status_code == 200
+    assert "every 5" in confirm.content.decode()
     response = client.post(
-        LIST_URL,
-        {
-            "action": "delete_selected_crons",
-            "_selected_action": [str(every5.pk), str(leap.pk)],
-        },
-        follow=True,
+        LIST_URL, {"action": "delete_selected", "_selected_action": selected, "post": "yes"}
     )
-    page = response.content.decode()
-    assert "Deleted 1 cron." in page
-    assert "Kept 1 cron declared in code" in page
-    assert set(CronJob.objects.values_list("name", flat=True)) == {"tokyo digest", leap.name}
+    assert response.status_code == 302
+    assert list(CronJob.objects.values_list("name", flat=True)) == [leap.name]
     assert ScheduledFunction.objects.get(pk=pending.pk).state == State.CANCELED
-    # The single delete page of a code cron is refused.
+    # A selection with a code cron is refused whole; its own delete page too.
+    refused = client.post(
+        LIST_URL, {"action": "delete_selected", "_selected_action": [str(leap.pk)], "post": "yes"}
+    )
+    assert refused.status_code == 403
     assert client.get(f"{LIST_URL}{leap.pk}/delete/").status_code == 403
+    assert CronJob.objects.filter(pk=leap.pk).exists()
+    # The single delete page of a run-time cron deletes through crons.delete too.
+    crons.register("solo", functions.increment, {"name": "s"}, interval=timedelta(minutes=1))
+    start_due_runs(using="default", now=clock.now())
+    solo = CronJob.objects.get(name="solo")
+    assert client.post(f"{LIST_URL}{solo.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not CronJob.objects.filter(name="solo").exists()
+    assert ScheduledFunction.objects.get(cron="solo").state == State.CANCELED
 
 
 def test_bad_list_input_is_a_400_not_a_500(two_crons):

@@ -173,7 +173,7 @@ def terminate_own_connection_once(ctx, name: str) -> None:
                 cursor.execute(f"KILL {int(cursor.fetchone()[0])}")
 
 
-# The fault campaign (scripts/fault_campaign.py) schedules these by the thousand
+# The fault campaign (python -m tests.campaign) schedules these by the thousand
 # while it kills workers; each leaves evidence that shows a duplicate or a loss.
 
 

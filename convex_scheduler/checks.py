@@ -141,11 +141,14 @@ def check_settings(
             )
         )
     classes = value.get("API_PERMISSION_CLASSES", DEFAULTS["API_PERMISSION_CLASSES"])
-    if not isinstance(classes, (list, tuple)):
+    if classes is None:
+        pass  # model permissions, the default
+    elif not isinstance(classes, (list, tuple)):
         errors.append(
             Error(
                 f"{SETTING_NAME}['API_PERMISSION_CLASSES'] must be a list of dotted paths.",
-                hint="The default is ['rest_framework.permissions.IsAdminUser'].",
+                hint="For example ['rest_framework.permissions.IsAdminUser'], or None (the "
+                "default) for the admin's model permissions.",
                 id="convex_scheduler.E006",
             )
         )

@@ -60,7 +60,9 @@ DEFAULTS: dict[str, Any] = {
     "UNAVAILABLE_BACKOFF_INITIAL": 0.5,
     "UNAVAILABLE_BACKOFF_MAX": 2 * 60 * 60.0,
     # Web face.
-    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # None: Django model permissions of each endpoint's model, as in the admin
+    # (view to read, add to schedule, change to cancel or pause).
+    "API_PERMISSION_CLASSES": None,
     # Metrics view: who may read it (a callable taking the request, or its
     # dotted path), and client addresses or networks it admits by default.
     "METRICS_PERMISSION": "convex_scheduler.metrics.staff_or_allowed_ip",
@@ -91,7 +93,7 @@ class SchedulerSettings:
         except KeyError:
             pass
         value = self.user_settings.get(name, DEFAULTS[name])
-        if name in IMPORT_STRINGS:
+        if name in IMPORT_STRINGS and value is not None:
             value = [import_string(item) if isinstance(item, str) else item for item in value]
         self._cache[name] = value
         return value

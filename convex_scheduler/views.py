@@ -128,8 +128,9 @@ class CronJobPermissions(ScheduledFunctionPermissions):
 def _default_permissions(model_permissions: type[BasePermission]) -> list[Any]:
     # The project's API_PERMISSION_CLASSES when it sets them, else the
     # model permissions of the view's model.
-    if "API_PERMISSION_CLASSES" in scheduler_settings.user_settings:
-        return list(scheduler_settings.API_PERMISSION_CLASSES)
+    configured = scheduler_settings.API_PERMISSION_CLASSES
+    if configured is not None:
+        return list(configured)
     return [model_permissions]
 
 

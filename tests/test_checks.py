@@ -91,7 +91,7 @@ def test_e005_timeout_shorter_than_three_heartbeats():
     assert ids(check_settings()) == ["convex_scheduler.E005"]
 
 
-@pytest.mark.parametrize("value", ["rest_framework.permissions.IsAdminUser", None, 3])
+@pytest.mark.parametrize("value", ["rest_framework.permissions.IsAdminUser", 3, {}])
 def test_e006_permission_classes_not_a_list(value):
     with override_settings(CONVEX_SCHEDULER={"API_PERMISSION_CLASSES": value}):
         (message,) = check_settings()
@@ -109,6 +109,11 @@ def test_e009_permission_class_cannot_be_imported(value):
     assert message.id == "convex_scheduler.E009"
     assert "cannot be imported" in message.msg
     assert message.hint
+
+
+def test_permission_classes_default_to_none_meaning_model_permissions():
+    with override_settings(CONVEX_SCHEDULER={"API_PERMISSION_CLASSES": None}):
+        assert check_settings() == []
 
 
 def test_permission_classes_may_be_classes_or_paths():

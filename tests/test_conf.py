@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 from django.test import override_settings
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import AllowAny
 
 from convex_scheduler.conf import DEFAULTS, scheduler_settings
 
@@ -11,7 +11,8 @@ def test_defaults():
     assert scheduler_settings.RETENTION == timedelta(days=7)
     assert scheduler_settings.MAX_SCHEDULED_PER_FUNCTION == 1000
     assert scheduler_settings.MAX_ARGS_BYTES == 4 * 1024 * 1024
-    assert scheduler_settings.API_PERMISSION_CLASSES == [IsAdminUser]
+    # None: the model permissions of each endpoint's model (tests/test_permissions.py).
+    assert scheduler_settings.API_PERMISSION_CLASSES is None
 
 
 def test_override_is_seen_and_undone():

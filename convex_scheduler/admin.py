@@ -318,6 +318,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             "kind__exact",
             "kind__isnull",
             "name",
+            "pool",
             "parent",
             "parent__exact",
             "parent__id__exact",
@@ -332,6 +333,8 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             return False
         if lookup in ("parent", "parent__exact", "parent__id__exact"):
             return _is_id(value)
+        if lookup == "pool":
+            return len(value) <= 100
         if lookup in {f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")}:
             return value.isascii() and value.isdigit() and len(value) <= 4
         return lookup in self.FILTER_PARAMETERS
@@ -504,8 +507,20 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             ScheduledFunction.objects.due(now).values_list("next_run_time", flat=True).first()
         )
         lag = max(now - oldest_due, timedelta(0)) if oldest_due is not None else None
-        timeout = timedelta(seconds=scheduler_settings.WORKER_TIMEOUT)
-        workers = SchedulerWorker.objects.filter(last_heartbeat__gte=now - timeout).count()
+        workers = SchedulerWorker.objects.alive().count()
+        pools: dict[str, dict[str, Any]] = {}
+        for pool, state, count in (
+            ScheduledFunction.objects.filter(state__in=(State.PENDING, State.IN_PROGRESS))
+            .exclude(pool="")
+            .order_by()
+            .values_list("pool", "state")
+            .annotate(n=Count("pk"))
+        ):
+            pools.setdefault(pool, {"name": pool, "pending": 0, "running": 0})
+            pools[pool]["running" if state == State.IN_PROGRESS else "pending"] = count
+        limits = scheduler_settings.POOLS or {}
+        for pool in pools.values():
+            pool["limit"] = (limits.get(pool["name"]) or {}).get("max_parallelism")
         return {
             "states": [
                 {"value": state.value, "label": state.label, "count": counts.get(state.value, 0)}
@@ -515,6 +530,7 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             "lag_display": _duration(lag) if lag is not None else None,
             "oldest_due": oldest_due,
             "live_workers": workers,
+            "pools": sorted(pools.values(), key=lambda pool: pool["name"]),
         }
 
     def date_hierarchy_choices(self, cl: ChangeList) -> dict[str, Any] | None:
@@ -874,8 +890,8 @@ class SchedulerWorkerAdmin(admin.ModelAdmin):
 
     @admin.display(boolean=True, description=_("alive"))
     def alive(self, obj: SchedulerWorker) -> bool:
-        timeout = timedelta(seconds=scheduler_settings.WORKER_TIMEOUT)
-        return obj.last_heartbeat >= clock.now() - timeout
+        # The one liveness rule, in database time.
+        return SchedulerWorker.objects.alive().filter(pk=obj.pk).exists()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

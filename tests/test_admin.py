@@ -230,10 +230,11 @@ def test_a_large_table_lists_in_bounded_queries_without_a_full_count(admin_clien
     sqls = [query["sql"].upper() for query in queries.captured_queries]
     table = ScheduledFunction._meta.db_table.upper()
     counts = [sql for sql in sqls if "COUNT(" in sql and table in sql]
-    # The capped page count and the overview's one GROUP BY; nothing else counts.
-    assert len(counts) == 2
+    # The capped page count and the overview's two GROUP BYs (by state, and
+    # unfinished rows by pool); nothing else counts.
+    assert len(counts) == 3
     assert any("LIMIT" in sql for sql in counts)
-    assert any("GROUP BY" in sql for sql in counts)
+    assert sum("GROUP BY" in sql for sql in counts) == 2
     assert not any("DISTINCT" in sql for sql in sqls)
     assert len(sqls) <= 12
     assert "More than 10000 scheduled functions" in text(response)
@@ -629,3 +630,27 @@ def test_workers_are_listed_read_only(admin_client, clock):
     )
     assert change.status_code == 403
     assert SchedulerWorker.objects.get(pk="alive-1").hostname == "box"
+
+
+@pytest.mark.django_db
+def test_overview_shows_running_and_pending_per_pool_and_links_to_them(admin_client, settings):
+    from convex_scheduler.models import ScheduledFunction as Row
+    from convex_scheduler.models import State as RowState
+
+    settings.CONVEX_SCHEDULER = {
+        **settings.CONVEX_SCHEDULER,
+        "POOLS": {"limited": {"max_parallelism": 2}},
+    }
+    for _ in range(3):
+        scheduler.run_after(0, "pool:limited", {"ms": 0})
+    running = Row.objects.filter(pool="limited").first()
+    Row.objects.filter(pk=running.pk).update(
+        state=RowState.IN_PROGRESS, next_run_time=None, owner="w"
+    )
+    page = admin_client.get("/admin/convex_scheduler/scheduledfunction/")
+    text = page.content.decode()
+    assert "1 running, 2 pending" in text
+    assert "at most 2 at once" in text
+    filtered = admin_client.get("/admin/convex_scheduler/scheduledfunction/?pool=limited")
+    assert filtered.status_code == 200
+    assert admin_client.get("/admin/convex_scheduler/scheduledfunction/?pool=x").status_code == 200

@@ -2,8 +2,8 @@
 
 - ``sweep expired messages`` runs ``chat:sweep`` at the start of every minute:
   a safety net that deletes messages whose self-destruct time has passed, had
-  their ``chat:destroy`` been canceled or failed. Watch its runs under Crons in
-  the admin, or filter the scheduled functions by cron.
+  their ``chat:destroy`` been canceled or failed. Watch it under Crons in the
+  admin: its next run, and its last runs, each a link to its scheduled function.
 """
 
 from __future__ import annotations

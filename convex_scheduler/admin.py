@@ -468,7 +468,11 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             raise PermissionDenied
         try:
             self._check_changelist_input(request)
-            extra_context = {**(extra_context or {}), "overview": self.overview()}
+            extra_context = {
+                **(extra_context or {}),
+                "overview": self.overview(),
+                "cs_may_cancel": self.may_cancel(request),
+            }
             response = super().changelist_view(request, extra_context)
         except _Refused as refusal:
             return self.refused(request, refusal)
@@ -769,6 +773,11 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
         info = self.opts.app_label, self.opts.model_name
         return [
             path(
+                "cancel-all/",
+                self.admin_site.admin_view(self.cancel_all_view),
+                name="{}_{}_cancel_all".format(*info),
+            ),
+            path(
                 "<path:object_id>/cancel/",
                 self.admin_site.admin_view(self.cancel_view),
                 name="{}_{}_cancel".format(*info),
@@ -787,6 +796,55 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def cancel_all_view(self, request: HttpRequest) -> HttpResponse:
+        """Cancel every unfinished row the list's current filters match, after a confirmation.
+
+        GET shows how many would be canceled; POST cancels them in
+        transactions of at most 1,000 rows and goes back to the list.
+        """
+        if not self.may_cancel(request):
+            raise PermissionDenied
+        problem = self._changelist_problem(request)
+        if problem:
+            return self.refused(request, _Refused(problem))
+        changelist = self.get_changelist_instance(request)
+        matching = changelist.get_queryset(request).filter(
+            state__in=(State.PENDING, State.IN_PROGRESS)
+        )
+        query = request.GET.urlencode()
+        back = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+        back = f"{back}?{query}" if query else back
+        if request.method == "POST":
+            canceled = ScheduledFunction.objects.filter(
+                pk__in=matching.order_by().values("pk")
+            ).cancel_in_batches(clock.now())
+            self.message_user(
+                request,
+                ngettext(
+                    "Canceled %(count)d scheduled function.",
+                    "Canceled %(count)d scheduled functions.",
+                    canceled,
+                )
+                % {"count": canceled},
+                messages.SUCCESS if canceled else messages.WARNING,
+            )
+            return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Cancel all matching scheduled functions?"),
+            "subtitle": None,
+            "opts": self.opts,
+            "count": matching.order_by().count(),
+            "filters": [
+                f"{key}={value}" for key, values in request.GET.lists() for value in values
+            ],
+            "back": back,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(
+            request, "admin/convex_scheduler/scheduledfunction/cancel_all.html", context
+        )
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST: cancel one scheduled function through the scheduler."""

@@ -168,6 +168,12 @@ class ScheduledFunctionSerializer(_Row):
 _FUNCTION_HELP = _("The registered name of a public mutation or action.")
 
 
+class CancelAllSerializer(serializers.Serializer):
+    """How many scheduled functions a cancel-all canceled."""
+
+    canceled = serializers.IntegerField(help_text="How many unfinished functions were canceled.")
+
+
 class _FunctionNameField(serializers.ChoiceField):
     """Offers the public functions (for the schema and the browsable API); the scheduler decides."""
 

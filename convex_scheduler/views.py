@@ -30,13 +30,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import crons
+from . import clock, crons
 from .conf import scheduler_settings
 from .exceptions import SchedulingError
 from .filters import ScheduledFunctionFilterSet, TiebreakOrderingFilter
 from .models import CronJob, ScheduledFunction
 from .scheduler import MAX_ARGS_DEPTH, json_nesting_exceeds, parse_id, scheduler
 from .serializers import (
+    CancelAllSerializer,
     CronJobSerializer,
     CronJobSummarySerializer,
     ScheduledFunctionSerializer,
@@ -97,7 +98,10 @@ class ScheduledFunctionPermissions(permissions.DjangoModelPermissions):
         "DELETE": [],
     }
     #: Actions whose permission is not the HTTP method's.
-    action_perms = {"cancel": ["%(app_label)s.change_%(model_name)s"]}
+    action_perms = {
+        "cancel": ["%(app_label)s.change_%(model_name)s"],
+        "cancel_all": ["%(app_label)s.change_%(model_name)s"],
+    }
     #: The model whose permissions apply.
     model: type[Model] = ScheduledFunction
 
@@ -378,6 +382,25 @@ class ScheduledFunctionViewSet(
         scheduler.cancel(row.pk)
         row = self.get_queryset().get(pk=row.pk)
         return Response(self.get_serializer(row).data, status=status.HTTP_200_OK)
+
+    @extend_schema(
+        summary=_("Cancel every matching scheduled function"),
+        description=_(
+            "Cancels the unfinished functions that match the same filters as the list "
+            "(in transactions of at most 1,000 rows) and returns how many. Running actions "
+            "keep running but are marked canceled. Needs the change permission."
+        ),
+        request=None,
+        responses={200: CancelAllSerializer, **_ERRORS},
+    )
+    @action(detail=False, methods=["post"], url_path="cancel-all", pagination_class=None)
+    def cancel_all(self, request: Request) -> Response:
+        """Cancel what the list's filters match: POST scheduled-functions/cancel-all/."""
+        matching = self.filter_queryset(self.get_queryset()).order_by()
+        canceled = ScheduledFunction.objects.filter(pk__in=matching.values("pk")).cancel_in_batches(
+            clock.now()
+        )
+        return Response({"canceled": canceled}, status=status.HTTP_200_OK)
 
 
 class CronCursorPagination(CursorPagination):

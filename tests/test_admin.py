@@ -654,3 +654,33 @@ def test_overview_shows_running_and_pending_per_pool_and_links_to_them(admin_cli
     filtered = admin_client.get("/admin/convex_scheduler/scheduledfunction/?pool=limited")
     assert filtered.status_code == 200
     assert admin_client.get("/admin/convex_scheduler/scheduledfunction/?pool=x").status_code == 200
+
+
+@pytest.mark.django_db
+def test_cancel_all_matching_confirms_the_count_then_cancels_in_batches(admin_client):
+    matching = [scheduler.run_after(60_000, functions.increment, {"name": "a"}) for _ in range(3)]
+    other = scheduler.run_after(60_000, functions.record)
+    listing = admin_client.get(CHANGELIST, {"name": "tests.functions:increment"})
+    assert "Cancel all matching" in text(listing)
+    url = reverse("admin:convex_scheduler_scheduledfunction_cancel_all")
+    confirm = admin_client.get(url, {"name": "tests.functions:increment"})
+    assert confirm.status_code == 200
+    assert "3 unfinished scheduled functions match" in text(confirm)
+    assert ScheduledFunction.objects.filter(state=State.CANCELED).count() == 0
+    done = admin_client.post(f"{url}?name=tests.functions:increment")
+    assert done.status_code == 302
+    assert "name=tests.functions" in done["Location"]
+    states = set(ScheduledFunction.objects.filter(pk__in=matching).values_list("state", flat=True))
+    assert states == {State.CANCELED}
+    assert ScheduledFunction.objects.get(pk=other).state == State.PENDING
+
+
+@pytest.mark.django_db
+def test_cancel_all_matching_needs_the_change_permission_and_valid_filters(client, admin_client):
+    viewer = get_user_model().objects.create_user("viewer2", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_scheduledfunction"))
+    client.force_login(viewer)
+    url = reverse("admin:convex_scheduler_scheduledfunction_cancel_all")
+    assert "Cancel all matching" not in text(client.get(CHANGELIST))
+    assert client.post(url).status_code == 403
+    assert admin_client.get(url, {"name__regex": "("}).status_code == 400

@@ -752,3 +752,37 @@ def test_the_browsable_api_shows_no_restructured_text(api):
     page = api.get(LIST_URL, HTTP_ACCEPT="text/html").content.decode()
     assert "``" not in page
     assert "_scheduled_functions" not in page
+
+
+# Cancel all.
+
+
+def test_cancel_all_cancels_what_the_list_filters_match_and_returns_the_count(api):
+    matching = [scheduler.run_after(60_000, functions.increment, {"name": "a"}) for _ in range(3)]
+    other = scheduler.run_after(60_000, functions.record)
+    response = api.post(
+        "/api/scheduled-functions/cancel-all/?name=tests.functions:increment", format="json"
+    )
+    assert response.status_code == 200, response.data
+    assert response.json() == {"canceled": 3}
+    states = set(ScheduledFunction.objects.filter(pk__in=matching).values_list("state", flat=True))
+    assert states == {"canceled"}
+    assert ScheduledFunction.objects.get(pk=other).state == "pending"
+    again = api.post("/api/scheduled-functions/cancel-all/?name=tests.functions:increment")
+    assert again.json() == {"canceled": 0}
+
+
+def test_cancel_all_needs_the_change_permission(db):
+    viewer = grant(get_user_model().objects.create_user("viewer"), "view_scheduledfunction")
+    client = APIClient()
+    client.force_authenticate(viewer)
+    sid = scheduler.run_after(60_000, functions.increment, {"name": "a"})
+    assert client.post("/api/scheduled-functions/cancel-all/").status_code == 403
+    assert ScheduledFunction.objects.get(pk=sid).state == "pending"
+    assert APIClient().post("/api/scheduled-functions/cancel-all/").status_code == 401
+
+
+def test_cancel_all_with_a_bad_filter_is_a_400_naming_the_parameter(api):
+    response = api.post("/api/scheduled-functions/cancel-all/?scheduled_time_after=yesterday")
+    assert response.status_code == 400
+    assert "scheduled_time_after" in response.json()

@@ -109,6 +109,7 @@ def test_schema_and_docs_are_served_under_the_apis_permission(client, db):
         "/api/scheduled-functions/",
         "/api/scheduled-functions/{id}/",
         "/api/scheduled-functions/{id}/cancel/",
+        "/api/scheduled-functions/cancel-all/",
         "/api/crons/",
         "/api/crons/{name}/",
         "/api/crons/{name}/pause/",
@@ -137,6 +138,7 @@ OPERATIONS = [
     ("POST", "/api/scheduled-functions/"),
     ("GET", "/api/scheduled-functions/{id}/"),
     ("POST", "/api/scheduled-functions/{id}/cancel/"),
+    ("POST", "/api/scheduled-functions/cancel-all/"),
 ]
 
 

@@ -32,19 +32,22 @@ import logging
 import math
 import numbers
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
-from django.db import IntegrityError, router, transaction
+from django.db import DatabaseError, IntegrityError, router, transaction
 from django.db.models import Field
 
 from . import clock
-from .exceptions import SchedulingError
+from .conf import scheduler_settings
+from .exceptions import SchedulingError, Transience, classify_error
 from .registry import RegisteredFunction, registry
+from .retry import full_jitter
 from .scheduler import MAX_DISTANCE, encode_args
 from .transactions import write_transaction
 
@@ -83,6 +86,11 @@ DUE_BATCH_SIZE = 100
 #: Missed ticks of one cron counted one by one; past this many the rest are
 #: estimated from the average spacing (a cron every minute, down ten weeks).
 MAX_COUNTED_TICKS = 100_000
+#: Attempts of a run-time cron change that is its own transaction, when it
+#: meets a deadlock or serialization failure.
+CONFLICT_ATTEMPTS = 5
+
+_T = TypeVar("_T")
 
 DAYS_OF_WEEK = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 
@@ -594,24 +602,58 @@ def register(
     if code_crons.get(definition.name) is not None:
         raise _declared_in_code(definition.name)
 
-    from .models import CronJob, CronSource
+    using = router.db_for_write(_cron_model())
+    return _retrying_conflicts(using, lambda: _register(definition, using))
 
-    using = router.db_for_write(CronJob)
+
+def _register(definition: CronDefinition, using: str) -> CronJob:
+    from .models import CronSource
+
     now = clock.now()
     with write_transaction(using):
-        job = _locked(using, definition.name)
-        if job is None:
-            job = _create(definition, CronSource.RUNTIME, now, using)
-            if job is not None:
+        # A concurrent register may create the name between our look and our
+        # insert; then it is there to lock and replace on the next round.
+        for _ in range(3):
+            job = _locked(using, definition.name)
+            if job is None:
+                job = _create(definition, CronSource.RUNTIME, now, using)
+                if job is None:
+                    continue
                 logger.info("cron registered cron=%s schedule=%s", job.name, describe(job))
                 return job
-            job = _locked(using, definition.name)
-            assert job is not None  # created by a concurrent caller, and never deleted by one
-        if job.source == CronSource.CODE and job.removed_time is None:
-            raise _declared_in_code(job.name)
-        _apply(job, definition, CronSource.RUNTIME, now, using)
-        logger.info("cron replaced cron=%s schedule=%s", job.name, describe(job))
-        return job
+            if job.source == CronSource.CODE and job.removed_time is None:
+                raise _declared_in_code(job.name)
+            if _apply(job, definition, CronSource.RUNTIME, now, using):
+                logger.info("cron replaced cron=%s schedule=%s", job.name, describe(job))
+            return job
+    raise RuntimeError(f"The cron {definition.name!r} kept being created and deleted meanwhile.")
+
+
+def _retrying_conflicts(using: str, write: Callable[[], _T]) -> _T:
+    """``write()``, again after a deadlock or serialization failure when it is its own
+    transaction.
+
+    Inside the caller's transaction a conflict is the caller's to retry (the
+    worker retries a mutation's); on its own, two callers creating one name
+    at once can deadlock on MySQL and MariaDB, and the loser simply goes again.
+    """
+    if not transaction.get_autocommit(using=using):
+        return write()
+    attempt = 0
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            attempt += 1
+            if classify_error(exc) is not Transience.CONFLICT or attempt >= CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(
+                full_jitter(
+                    attempt,
+                    scheduler_settings.CONFLICT_BACKOFF_INITIAL,
+                    scheduler_settings.CONFLICT_BACKOFF_MAX,
+                )
+            )
 
 
 def delete(name: str) -> bool:

@@ -857,3 +857,30 @@ def test_run_due_applies_code_crons_and_starts_their_due_runs(db, code_crons):
         clock.set(datetime(2026, 6, 1, 23, 0, tzinfo=UTC))  # 08:00 in Tokyo
         run_due()
         assert count("tk") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registers_of_one_new_name_make_one_cron():
+    """Each thread on its own connection; the losers of the insert replace the winner's."""
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def register(index):
+        try:
+            barrier.wait(timeout=30)
+            crons.register(
+                "contended", functions.increment, {"name": f"t{index}"}, interval=timedelta(hours=1)
+            )
+        except Exception as exc:  # reported below, with the database's words
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=register, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    job = CronJob.objects.get(name="contended")
+    assert job.args in [{"name": f"t{index}"} for index in range(8)]

@@ -5,7 +5,8 @@ Mounted under ``api/`` this serves ``api/scheduled-functions/`` (list, create),
 ``api/crons/`` (list), ``api/crons/{name}/``, ``api/crons/{name}/pause/`` and
 ``/resume/``,
 ``api/schema/`` (the OpenAPI 3 schema) and ``api/docs/`` (Swagger UI), all
-under the API's permissions. Route names live in the ``convex_scheduler``
+under the API's permissions, and ``api/metrics/`` (Prometheus gauges, under
+``METRICS_PERMISSION``). Route names live in the ``convex_scheduler``
 namespace, e.g. ``convex_scheduler:scheduledfunction-detail`` and
 ``convex_scheduler:schema``.
 """
@@ -13,6 +14,7 @@ namespace, e.g. ``convex_scheduler:scheduledfunction-detail`` and
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .metrics import metrics
 from .views import (
     CronJobViewSet,
     ScheduledFunctionDocsView,
@@ -30,4 +32,5 @@ urlpatterns = [
     *router.urls,
     path("schema/", ScheduledFunctionSchemaView.as_view(), name="schema"),
     path("docs/", ScheduledFunctionDocsView.as_view(), name="docs"),
+    path("metrics/", metrics, name="metrics"),
 ]

@@ -335,3 +335,16 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(urls, staff_client):
     ):
         exposed |= {key[0] for key in samples(text)}
     assert used and used <= exposed, used - exposed
+
+
+@pytest.mark.django_db
+def test_the_apps_urlconf_serves_the_metrics_view(client, settings):
+    settings.ROOT_URLCONF = "tests.urls"
+    assert client.get("/api/metrics/").status_code == 403
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_user("metrics-staff", is_staff=True)
+    client.force_login(staff)
+    response = client.get("/api/metrics/")
+    assert response.status_code == 200
+    assert "convex_scheduler_" in response.content.decode()

@@ -10,6 +10,11 @@
 - ``chat:digest`` (action) takes a few seconds to summarise the room, then
   schedules a message. Cancel it while it runs: it finishes ``canceled`` and
   the message it schedules is born ``canceled``.
+- ``chat:preview`` (action, ``retry=Retry(...)``) fetches a preview of a link
+  in a message. The "link server" times out on the first attempt, so every
+  preview is retried once with backoff; its completion callback
+  ``chat:preview_done`` (scheduled with ``on_complete``) posts the outcome,
+  exactly once.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from datetime import timedelta
 
 from django.conf import settings
 
-from convex_scheduler import action, internal_action, internal_mutation, mutation
+from convex_scheduler import Retry, action, internal_action, internal_mutation, mutation
 
 from .models import Message
 
@@ -33,6 +38,7 @@ MAX_BODY = 280
 #: People whose phones never answer: notifying them fails.
 UNREACHABLE = frozenset({"dave"})
 MENTION = re.compile(r"@(\w+)")
+LINK = re.compile(r"https?://\S+")
 
 
 @mutation(name="chat:send")
@@ -50,6 +56,10 @@ def send(ctx, author: str, body: str, self_destruct_ms: int | None = None) -> in
         ctx.scheduler.run_after(self_destruct_ms, destroy, {"message_id": message.pk})
     for recipient in sorted(set(MENTION.findall(body)) - {author}):
         ctx.scheduler.run_after(0, notify, {"message_id": message.pk, "recipient": recipient})
+    for url in LINK.findall(body)[:1]:
+        ctx.scheduler.run_after(
+            0, preview, {"url": url}, on_complete=preview_done, context={"message_id": message.pk}
+        )
     return message.pk
 
 
@@ -94,3 +104,23 @@ def digest(ctx, minutes: int = 1) -> None:
     ctx.scheduler.run_after(
         0, send, {"author": "digest-bot", "body": f"{count} message(s) in the last {minutes} min"}
     )
+
+
+@action(name="chat:preview", retry=Retry(max_attempts=3, initial_backoff_ms=500))
+def preview(ctx, url: str) -> dict:
+    """Fetch a title for ``url`` (pretend): the first attempt always times out."""
+    if ctx.attempt == 1:
+        raise TimeoutError(f"link server did not answer for {url}")
+    return {"url": url, "title": url.rsplit("/", 1)[-1] or url, "attempts": ctx.attempt}
+
+
+@internal_mutation(name="chat:preview_done")
+def preview_done(ctx, id: int, context: dict, result: dict) -> None:
+    """The completion callback of ``chat:preview``: runs exactly once, whatever happened."""
+    if result["kind"] == "success":
+        preview = result["return_value"]
+        body = f"preview of message {context['message_id']}: {preview['title']!r} "
+        body += f"(after {preview['attempts']} attempts)"
+    else:
+        body = f"no preview for message {context['message_id']} ({result['kind']})"
+    Message.objects.create(author="preview-bot", body=body[:MAX_BODY])

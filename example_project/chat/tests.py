@@ -73,3 +73,21 @@ def test_dismissed_reminder_never_runs(clock):
 
     assert ScheduledFunction.objects.get(pk=sid).state == "canceled"
     assert not Message.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_link_preview_is_retried_then_its_callback_posts_once(clock):
+    scheduler.run_after(0, send, {"author": "ann", "body": "see https://example.com/plan"})
+
+    run_due()  # the message; the preview's first attempt times out
+    preview = ScheduledFunction.objects.get(name="chat:preview")
+    assert (preview.state, preview.attempts) == ("pending", 1)
+    assert preview.error.startswith("TimeoutError")
+
+    clock.advance(seconds=1)  # past the backoff (0.5 s * uniform(0.5, 1.5) at most)
+    run_due()  # the second attempt succeeds, then the callback runs
+    preview.refresh_from_db()
+    assert (preview.state, preview.attempts) == ("success", 2)
+    (posted,) = Message.objects.filter(author="preview-bot")
+    assert posted.body.endswith("'plan' (after 2 attempts)")
+    assert run_due().finished == 0  # the callback ran once

@@ -37,6 +37,7 @@ LINES = [
     ("ann", "lunch at noon? @bob @carol"),
     ("bob", "pasting the whole log: " + "error " * MAX_BODY),
     ("carol", "this message will self-destruct"),
+    ("ann", "notes from the retro: https://example.com/retro-notes"),
 ]
 
 
@@ -136,6 +137,11 @@ class Command(BaseCommand):
         now = timezone.now()
         ids = [
             scheduler.run_after(0, send, {"author": "ann", "body": "hello @bob"}),
+            # A link: its preview action fails once, is retried, and its
+            # completion callback posts the outcome.
+            scheduler.run_after(
+                0, send, {"author": "bob", "body": "see https://example.com/design-doc"}
+            ),
             scheduler.run_after(
                 0,
                 send,

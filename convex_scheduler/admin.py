@@ -143,6 +143,22 @@ class _Refused(Exception):
         self.status = status
 
 
+class _ExplainsBadLookups:
+    """A changelist whose invalid filter or page is a 400 saying what was wrong.
+
+    Django would redirect to ``?e=1`` and show "Database error" instead.
+    """
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        try:
+            return super().get_changelist_instance(request)  # type: ignore[misc]  # ModelAdmin's
+        except IncorrectLookupParameters as exc:
+            raise _Refused(
+                gettext("The list cannot show this page or filter: %(error)s")
+                % {"error": exc or gettext("invalid parameters")}
+            ) from None
+
+
 class RegisteredNameFilter(admin.SimpleListFilter):
     """Filter by function name, offering the registered names.
 
@@ -227,7 +243,7 @@ def _duration(delta: timedelta) -> str:
 
 
 @admin.register(ScheduledFunction)
-class ScheduledFunctionAdmin(admin.ModelAdmin):
+class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
     """Scheduled functions: list, detail, cancel, schedule."""
 
     list_display = (
@@ -401,16 +417,6 @@ class ScheduledFunctionAdmin(admin.ModelAdmin):
             context,
             status=refusal.status,
         )
-
-    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
-        try:
-            return super().get_changelist_instance(request)
-        except IncorrectLookupParameters as exc:
-            # Django redirects to ?e=1 and then shows "Database error"; say what was wrong.
-            raise _Refused(
-                gettext("The list cannot show this page or filter: %(error)s")
-                % {"error": exc or gettext("invalid parameters")}
-            ) from None
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -962,7 +968,7 @@ class SchedulerWorkerAdmin(admin.ModelAdmin):
 
 
 @admin.register(CronJob)
-class CronJobAdmin(admin.ModelAdmin):
+class CronJobAdmin(_ExplainsBadLookups, admin.ModelAdmin):
     """Crons: list, detail, pause and resume; run-time crons are created and edited here.
 
     Code crons are read-only: the code is their source of truth. Saving a
@@ -1115,16 +1121,6 @@ class CronJobAdmin(admin.ModelAdmin):
             return super().changelist_view(request, extra_context)
         except _Refused as refusal:
             return HttpResponseBadRequest(refusal.message)
-
-    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
-        try:
-            return super().get_changelist_instance(request)
-        except IncorrectLookupParameters as exc:
-            # Django would redirect to ?e=1 and say "Database error"; say what was wrong.
-            raise _Refused(
-                gettext("The list cannot show this filter: %(error)s")
-                % {"error": exc or gettext("invalid parameters")}
-            ) from None
 
     @admin.display(description=_("schedule"))
     def schedule(self, obj: CronJob) -> str:

@@ -340,7 +340,10 @@ class ScheduledFunctionQuerySet(models.QuerySet):
         their worker ``max_crashes`` times fail. Returns ``(counted, failed)``.
         """
         counted = self.filter(state=State.PENDING, kind=Kind.MUTATION).update(
-            crashes=F("crashes") + 1, attempts=F("attempts") + 1, next_run_time=retry_at
+            crashes=F("crashes") + 1,
+            attempts=F("attempts") + 1,
+            next_run_time=retry_at,
+            owner="",  # the dead worker's lease ends here
         )
         failed = 0
         poisoned = self.filter(kind=Kind.MUTATION, crashes__gte=max_crashes)
@@ -596,15 +599,6 @@ class SchedulerWorker(models.Model):
         help_text=_(
             "The names of the functions this worker has registered: rows of other names "
             "are left for workers that know them."
-        ),
-    )
-    running = models.JSONField(
-        _("running"),
-        default=list,
-        blank=True,
-        help_text=_(
-            "The ids of the mutations this worker is about to run; if it dies, "
-            "they are counted as having crashed it."
         ),
     )
 

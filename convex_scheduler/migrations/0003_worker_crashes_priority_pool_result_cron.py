@@ -40,9 +40,4 @@ class Migration(migrations.Migration):
             name='functions',
             field=models.JSONField(blank=True, default=list, help_text='The names of the functions this worker has registered: rows of other names are left for workers that know them.', verbose_name='functions'),
         ),
-        migrations.AddField(
-            model_name='schedulerworker',
-            name='running',
-            field=models.JSONField(blank=True, default=list, help_text='The ids of the mutations this worker is about to run; if it dies, they are counted as having crashed it.', verbose_name='running'),
-        ),
     ]

@@ -22,8 +22,7 @@ from ..models import State
 from ..registry import RegisteredFunction
 from ..retries import NonRetryableError, Retry
 from ..signals import function_started
-from ..transactions import write_transaction
-from .claimed import Claimed, Outcome
+from .claimed import Claimed
 from .errors import format_error, storable_result
 from .liveness import close_connection, send_robust
 
@@ -38,23 +37,22 @@ class ActionRunner:
         self.executor = executor
         self._loops = threading.local()
 
-    def start(self, pk: int, now: Any, *, pool: str = "") -> tuple[Outcome, int]:
-        try:
-            with write_transaction(self.executor.using):
-                if pool and not self.executor.pool_has_room(pool):
-                    return Outcome.IDLE, 0  # filled up meanwhile; look again next poll
-                locked = self.executor.lock([pk], now)
-                entry = self.executor.entry(locked[0]) if locked else None
-                if entry is None:
-                    return Outcome.RAN, 0  # taken by another worker meanwhile: look again
-                claimed = locked[0]
-                self.executor.rows(pk).start_action(self.executor.worker_id, now)
-        except Exception as exc:
-            return self.executor.on_claim_error(exc), 0
-        self._run(claimed, entry)
-        return Outcome.RAN, 1
+    def start_locked(
+        self, claimed: Claimed, now: Any, *, pool: str = ""
+    ) -> tuple[Claimed, RegisteredFunction] | None:
+        """In the claim's transaction, with the row locked: mark it ``inProgress``.
 
-    def _run(self, claimed: Claimed, entry: RegisteredFunction) -> None:
+        ``None`` when its pool has no room (checked under the pool's lock) or
+        it is not this worker's to run.
+        """
+        entry = self.executor.entry(claimed)
+        if entry is None or (pool and not self.executor.pool_has_room(pool)):
+            return None
+        self.executor.rows(claimed.id).start_action(self.executor.worker_id, now)
+        return claimed, entry
+
+    def run(self, claimed: Claimed, entry: RegisteredFunction) -> None:
+        """Run an action already committed ``inProgress``; record its outcome or its retry."""
         attempt = claimed.attempts + 1
         ctx = ActionContext(claimed.id, claimed.name, attempt)
         started = time.monotonic()

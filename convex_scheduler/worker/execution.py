@@ -22,6 +22,7 @@ from ..exceptions import Transience, classify_error
 from ..models import Kind, Pool, ScheduledFunction, ScheduledFunctionQuerySet, State
 from ..registry import RegisteredFunction, registry
 from ..signals import function_finished, function_retried
+from ..transactions import write_transaction
 from .actions import ActionRunner
 from .claimed import CLAIM_FIELDS, Claimed, Outcome
 from .liveness import Liveness, close_connection, known_functions_q, send_robust
@@ -71,36 +72,65 @@ class Executor:
     def run_next(self, limit: int) -> tuple[Outcome, int]:
         """Claim up to ``limit`` due rows and run them; return the outcome and how many ran.
 
-        One action, or a batch of mutations in one transaction, each in its
-        own savepoint: a developer error rolls back only its own savepoint,
-        and the batch commits (writes and ``success`` states together) once.
-        A transient error rolls back the whole batch; the mutation that hit
-        it is retried alone and the rest are claimed again. A mutation that
-        crashed a worker before runs alone.
+        The claim is one short transaction that locks due rows with ``SKIP
+        LOCKED`` (so workers claiming at once get different rows) and then
+        either starts the first one, an action, or *leases* a run of
+        mutations: their ``owner`` becomes this worker, committed before any
+        of them runs (the one extra write per batch that poison isolation
+        costs). If this process dies while running them, the next worker finds
+        them pending and owned by a dead worker, and counts a crash against
+        them. A mutation that crashed a worker before is leased alone.
         """
         now = clock.now()
         try:
-            due = ScheduledFunction.objects.using(self.using).due(now).filter(self.claimable())
-            full = self.full_pools()
-            if full:
-                due = due.exclude(kind=Kind.ACTION, pool__in=full)
-            peeked = list(due.values_list("id", "kind", "crashes", "pool")[:limit])
-            if not peeked:
-                self.liveness.mark_running([])
-                return Outcome.IDLE, 0
-            first_id, first_kind, first_crashes, first_pool = peeked[0]
-            if first_kind == Kind.ACTION:
-                return self.actions.start(first_id, now, pool=first_pool)
-            ids = [first_id]
-            if not first_crashes:
-                for pk, kind, crashes, _pool in peeked[1:]:
-                    if kind != Kind.MUTATION or crashes:
-                        break
-                    ids.append(pk)
-            self.liveness.mark_running(ids)
+            with write_transaction(self.using):
+                due = (
+                    ScheduledFunction.objects.using(self.using)
+                    .due(now)
+                    # Leased rows wait for their worker; its own are fair game.
+                    .filter(self.claimable(), owner__in=("", self.worker_id))
+                )
+                full = self.full_pools()
+                if full:
+                    due = due.exclude(kind=Kind.ACTION, pool__in=full)
+                rows = list(
+                    due.select_for_update(skip_locked=True).values_list(*CLAIM_FIELDS, "pool")[
+                        :limit
+                    ]
+                )
+                if not rows:
+                    return Outcome.IDLE, 0
+                first = Claimed(*rows[0][:-1])
+                if first.kind == Kind.ACTION:
+                    started = self.actions.start_locked(first, now, pool=rows[0][-1])
+                    if started is None:
+                        return Outcome.IDLE, 0  # its pool filled up meanwhile
+                    claimed, entry = started
+                else:
+                    ids = [first.id]
+                    if not first.crashes:
+                        for row in rows[1:]:
+                            if row[2] != Kind.MUTATION or row[5]:
+                                break  # an action, or a suspect (it runs alone later)
+                            ids.append(row[0])
+                    self.rows(*ids).update(owner=self.worker_id)
         except Exception as exc:
             return self.on_claim_error(exc), 0
+        if first.kind == Kind.ACTION:
+            self.actions.run(claimed, entry)
+            return Outcome.RAN, 1
         return self.mutations.run_batch(ids, now)
+
+    def release(self, ids: list[int]) -> None:
+        """Give back the lease on those of ``ids`` still pending (they were not run)."""
+        try:
+            self.rows(*ids).filter(state=State.PENDING, owner=self.worker_id).update(owner="")
+        except Exception as exc:
+            if classify_error(exc) is Transience.PERMANENT:
+                raise
+            # Still owned: they look crashed to the next worker, which runs them alone.
+            logger.warning("could not release mutations %s: %s", ids, exc)
+            close_connection(self.using)
 
     def next_due_time(self) -> datetime | None:
         """When the next row this worker could claim becomes due.

@@ -62,7 +62,6 @@ class Liveness:
         self.functions = functions
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
-        self._running: list[int] = []
         self._warned: set[tuple[str, str]] = set()
         # Heartbeats of other workers are judged only after this worker has
         # itself reached the database for WORKER_TIMEOUT: after an outage that
@@ -87,7 +86,6 @@ class Liveness:
             last_heartbeat=Now(),
             functions=self.functions,
         )
-        self._running = []
 
     def deregister(self, *, forced: bool) -> None:
         connection = connections[self.using]
@@ -103,6 +101,10 @@ class Liveness:
             abandoned = self._functions().fail_orphaned_actions([self.id], now)
             if abandoned:
                 send_robust(actions_orphaned, count=abandoned, worker_ids=[self.id])
+            if not forced:
+                # Mutations leased but not run. (A forced stop leaves the ones it
+                # abandoned leased: the next worker counts them as crashed.)
+                self._functions().pending().filter(owner=self.id).update(owner="")
             self._workers().filter(pk=self.id).delete()
         except Exception:
             logger.exception("could not deregister worker id=%s", self.id)
@@ -123,17 +125,6 @@ class Liveness:
         else:
             if self.healthy_since is None:
                 self.healthy_since = time.monotonic()
-
-    def mark_running(self, ids: list[int]) -> None:
-        """Record (committed, before the batch starts) which mutations this worker runs next.
-
-        The one extra write per batch that poison isolation costs: if this
-        process dies during the batch, its transaction rolls back and these
-        ids are all that tell the next worker which rows killed it.
-        """
-        if ids != self._running:
-            self._workers().filter(pk=self.id).update(running=ids)
-            self._running = ids
 
     # Recovery -----------------------------------------------------------
 
@@ -208,24 +199,24 @@ class Liveness:
         return failed_actions
 
     def _count_crash(self, worker_id: str, now: Any) -> None:
-        # One worker takes each dead worker's list (the row lock), so a crash
-        # is counted once however many workers notice it at the same time.
+        """Count a crash against the pending mutations the dead worker had leased.
+
+        They were claimed (their ``owner`` committed) before they ran, and the
+        worker's death rolled their transaction back: one of them killed it,
+        or they shared its batch. Each waits a backoff doubling from
+        ``UNAVAILABLE_BACKOFF_INITIAL`` (so other due rows run first), then
+        runs alone; ``MAX_CRASHES`` crashes fail it. The conditional updates
+        make a crash count once however many workers notice it.
+        """
         with write_transaction(self.using):
-            rows = list(
-                self._workers()
-                .filter(pk=worker_id)
-                .select_for_update(skip_locked=True)
-                .values_list("running", flat=True)
-            )
-            if not rows or not rows[0]:
+            suspects = self._functions().pending().filter(kind=Kind.MUTATION, owner=worker_id)
+            ids = list(suspects.select_for_update(skip_locked=True).values_list("pk", flat=True))
+            if not ids:
                 return
-            self._workers().filter(pk=worker_id).update(running=[])
-            suspects = self._functions().filter(pk__in=rows[0])
-            # A suspect waits before it runs again (alone), doubling per crash
-            # from UNAVAILABLE_BACKOFF_INITIAL: other due rows run in between.
-            crashes = max(suspects.values_list("crashes", flat=True), default=0)
+            rows = self._functions().filter(pk__in=ids)
+            crashes = max(rows.values_list("crashes", flat=True), default=0)
             delay = scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL * 2 ** min(crashes, 16)
-            counted, failed = suspects.record_crash(
+            counted, failed = rows.record_crash(
                 now,
                 retry_at=now + timedelta(seconds=min(60.0, delay)),
                 max_crashes=scheduler_settings.MAX_CRASHES,
@@ -236,7 +227,7 @@ class Liveness:
                 "worker id=%s died while running mutation(s) %s: counted as a crash "
                 "(%s failed after %s crashes); they will run alone",
                 worker_id,
-                ",".join(map(str, rows[0])),
+                ",".join(map(str, ids)),
                 failed,
                 scheduler_settings.MAX_CRASHES,
             )

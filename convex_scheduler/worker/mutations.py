@@ -79,9 +79,15 @@ class MutationRunner:
                         callbacks=any(claimed.on_complete for claimed in succeeded),
                     )
         except Exception as exc:
+            # Rolled back: nothing of the batch ran. Give the lease back, so the
+            # rest are claimed again (the one that hit the error is retried).
+            self.executor.release(ids)
             if current is not None:
                 return self._retry(*current, exc, started), 1
             return self.executor.on_claim_error(exc), 0
+        if len(finished) < len(ids):
+            done = {claimed.id for claimed, _state, _error in finished}
+            self.executor.release([pk for pk in ids if pk not in done])
         for claimed, state, error in finished:
             self.executor.finished(claimed, state, error, claimed.attempts + 1, started)
         return Outcome.RAN, len(finished)

@@ -1,8 +1,8 @@
 """Which workers are alive, and what happens to the work of those that are not.
 
-A worker registers itself with the names of the functions it knows, beats a
-heartbeat in database time, and before each batch of mutations records the
-ids it is about to run. Another worker that finds it dead:
+A worker registers itself with the names of the functions it knows and beats
+a heartbeat in database time; the mutations it claims are leased to it
+(their ``owner``) until they finish. Another worker that finds it dead:
 
 * fails its running actions (never re-run: at most once);
 * counts a crash against the mutations it was running, which then run

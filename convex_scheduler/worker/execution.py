@@ -88,16 +88,19 @@ class Executor:
                     ScheduledFunction.objects.using(self.using)
                     .due(now)
                     # Leased rows wait for their worker; its own are fair game.
-                    .filter(self.claimable(), owner__in=("", self.worker_id))
+                    .filter(owner__in=("", self.worker_id))
                 )
                 full = self.full_pools()
                 if full:
                     due = due.exclude(kind=Kind.ACTION, pool__in=full)
-                rows = list(
-                    due.select_for_update(skip_locked=True).values_list(*CLAIM_FIELDS, "pool")[
-                        :limit
-                    ]
-                )
+                # Read along the due index alone: a filter on the names this
+                # worker knows would make the planner walk the name index over
+                # every row of those names, finished ones included. Only when
+                # the head of the queue holds functions it does not know (a
+                # rolling deploy) does it ask for its own names.
+                rows = self._lock_due(due, limit)
+                if any(not self.knows(row[1], row[2]) for row in rows):
+                    rows = self._lock_due(due.filter(self.claimable()), limit)
                 if not rows:
                     return Outcome.IDLE, 0
                 first = Claimed(*rows[0][:-1])
@@ -121,6 +124,15 @@ class Executor:
             return Outcome.RAN, 1
         return self.mutations.run_batch(ids, now)
 
+    def _lock_due(self, due: ScheduledFunctionQuerySet, limit: int) -> list[tuple[Any, ...]]:
+        return list(
+            due.select_for_update(skip_locked=True).values_list(*CLAIM_FIELDS, "pool")[:limit]
+        )
+
+    def knows(self, name: str, kind: str) -> bool:
+        entry = registry.get(name)
+        return entry is not None and entry.kind.value == kind
+
     def release(self, ids: list[int]) -> None:
         """Give back the lease on those of ``ids`` still pending (they were not run)."""
         try:
@@ -133,16 +145,12 @@ class Executor:
             close_connection(self.using)
 
     def next_due_time(self) -> datetime | None:
-        """When the next row this worker could claim becomes due.
+        """When the next row becomes due (one lookup on the due index).
 
-        Rows of functions it does not know, and of full or paused pools, would
-        wake it for nothing.
+        It may be a row this worker cannot run (an unknown function, a full
+        pool); the idle wait then waits a whole poll interval instead.
         """
-        rows = ScheduledFunction.objects.using(self.using).filter(self.claimable())
-        full = self.full_pools()
-        if full:
-            rows = rows.exclude(kind=Kind.ACTION, pool__in=full)
-        return rows.next_due_time()
+        return ScheduledFunction.objects.using(self.using).next_due_time()
 
     def full_pools(self) -> list[str]:
         """Pools whose parallelism limit is reached now (a paused pool always is)."""

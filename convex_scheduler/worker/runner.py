@@ -186,7 +186,11 @@ class RunnerLoop:
                 raise
             next_due = None
         if next_due is not None:
-            timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
+            until_due = (next_due - clock.now()).total_seconds()
+            # Due already, yet the claim found nothing this worker can run
+            # (an unknown function, a full pool): wait a whole poll, not spin.
+            if until_due > 0:
+                timeout = min(timeout, until_due)
         if timeout > 0:
             with self._wake:
                 # A wake-up since we last looked means look again at once.

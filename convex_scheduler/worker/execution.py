@@ -50,6 +50,8 @@ class Executor:
         self.liveness = liveness
         self.forced = forced
         self._claimable: tuple[int, Q] | None = None
+        #: The time the latest claim looked for due rows (this thread's or another's).
+        self.last_claim_time: datetime | None = None
         self.mutations = MutationRunner(self)
         self.actions = ActionRunner(self)
 
@@ -81,7 +83,7 @@ class Executor:
         them pending and owned by a dead worker, and counts a crash against
         them. A mutation that crashed a worker before is leased alone.
         """
-        now = clock.now()
+        now = self.last_claim_time = clock.now()
         try:
             with write_transaction(self.using):
                 due = (

@@ -186,11 +186,12 @@ class RunnerLoop:
                 raise
             next_due = None
         if next_due is not None:
-            until_due = (next_due - clock.now()).total_seconds()
-            # Due already, yet the claim found nothing this worker can run
-            # (an unknown function, a full pool): wait a whole poll, not spin.
-            if until_due > 0:
-                timeout = min(timeout, until_due)
+            looked = self.executor.last_claim_time
+            if looked is None or next_due > looked:
+                # Not yet due when the claim looked: wait until it is.
+                timeout = min(timeout, max(0.0, (next_due - clock.now()).total_seconds()))
+            # Else it was due when the claim looked and still could not be
+            # taken (an unknown function, a full pool): wait a poll, not spin.
         if timeout > 0:
             with self._wake:
                 # A wake-up since we last looked means look again at once.

@@ -137,11 +137,6 @@ class Command(BaseCommand):
         now = timezone.now()
         ids = [
             scheduler.run_after(0, send, {"author": "ann", "body": "hello @bob"}),
-            # A link: its preview action fails once, is retried, and its
-            # completion callback posts the outcome.
-            scheduler.run_after(
-                0, send, {"author": "bob", "body": "see https://example.com/design-doc"}
-            ),
             scheduler.run_after(
                 0,
                 send,

@@ -328,7 +328,9 @@ class ScheduledFunctionQuerySet(models.QuerySet):
 
         ``scheduled_time`` (what the user asked for) never changes.
         """
-        return self.filter(state=State.PENDING).update(next_run_time=until, attempts=attempts)
+        return self.filter(state=State.PENDING).update(
+            next_run_time=until, attempts=attempts, owner=""
+        )
 
     def record_crash(
         self, now: datetime, *, retry_at: datetime, max_crashes: int

@@ -80,8 +80,10 @@ class MutationRunner:
                     )
         except Exception as exc:
             # Rolled back: nothing of the batch ran. Give the lease back, so the
-            # rest are claimed again (the one that hit the error is retried).
-            self.executor.release(ids)
+            # rest are claimed again; the one that hit the error keeps it while
+            # it is retried here, so a crash during the retry is counted too.
+            retried = current[0].id if current is not None else None
+            self.executor.release([pk for pk in ids if pk != retried])
             if current is not None:
                 return self._retry(*current, exc, started), 1
             return self.executor.on_claim_error(exc), 0

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -311,7 +311,8 @@ def test_cancel_all_by_name_and_time_in_batches_of_at_most_1000(clock):
 @pytest.mark.subprocess
 @pytest.mark.django_db(transaction=True)
 def test_cancel_all_while_workers_run_leaves_nothing_to_run_after_it_returns():
-    ids = [scheduler.run_after(0, functions.record, {"label": "c"}) for _ in range(3_000)]
+    with transaction.atomic():  # one commit for the lot
+        ids = [scheduler.run_after(0, functions.record, {"label": "c"}) for _ in range(10_000)]
     workers = [start_worker("--concurrency", "2") for _ in range(2)]
     try:
         wait_for(lambda: ActionRun.objects.exists(), "the workers to start running")

@@ -606,7 +606,11 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
 
     @admin.action(permissions=["change"], description=_("Cancel selected scheduled functions"))
     def cancel_selected(self, request: HttpRequest, queryset: ScheduledFunctionQuerySet) -> None:
-        canceled = queryset.cancel(clock.now())
+        # "Select all N" may select a great many: cancel in batches of 1,000.
+        selected = ScheduledFunction.objects.filter(pk__in=queryset.order_by().values("pk"))
+        self._report_canceled(request, selected.cancel_in_batches(clock.now()))
+
+    def _report_canceled(self, request: HttpRequest, canceled: int) -> None:
         self.message_user(
             request,
             ngettext(
@@ -825,16 +829,7 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
             canceled = ScheduledFunction.objects.filter(
                 pk__in=matching.order_by().values("pk")
             ).cancel_in_batches(clock.now())
-            self.message_user(
-                request,
-                ngettext(
-                    "Canceled %(count)d scheduled function.",
-                    "Canceled %(count)d scheduled functions.",
-                    canceled,
-                )
-                % {"count": canceled},
-                messages.SUCCESS if canceled else messages.WARNING,
-            )
+            self._report_canceled(request, canceled)
             return redirect(back)
         context = {
             **self.admin_site.each_context(request),

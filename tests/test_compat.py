@@ -30,7 +30,7 @@ def test_can_return_from_insert_matches_what_the_database_does():
     if returns:
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
-            assert cursor.fetchall() == []
+            assert list(cursor.fetchall()) == []
 
 
 def test_driver_connection_is_the_open_db_api_connection():

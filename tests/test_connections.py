@@ -81,6 +81,25 @@ def test_the_worker_honours_conn_max_age(settings, max_age, reconnects):
     assert ScheduledFunction.objects.filter(state=State.SUCCESS).count() == 3
 
 
+def _lose_the_connection(alias):
+    """The server side goes away under Django's open connection."""
+    lost = connections[alias]
+    if lost.vendor == "mysql":
+        # MySQLdb answers ping() on a connection closed client-side as if it
+        # were fine: end it on the server, from a second connection.
+        with lost.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            (thread_id,) = cursor.fetchone()
+        killer = connections.create_connection(alias)
+        try:
+            with killer.cursor() as cursor:
+                cursor.execute(f"KILL {int(thread_id)}")
+        finally:
+            killer.close()
+    else:
+        lost.connection.close()
+
+
 @pytest.mark.skipif(
     connection.vendor == "sqlite", reason="Django treats an SQLite connection as always usable"
 )
@@ -96,8 +115,7 @@ def test_the_worker_health_checks_a_connection_that_went_bad(settings, caplog):
     try:
         scheduler.run_after(0, functions.increment, {"name": "h"})
         connections[alias].ensure_connection()
-        # The server side goes away: close the driver connection under Django.
-        connections[alias].connection.close()
+        _lose_the_connection(alias)
         stats = Worker(burst=True, concurrency=1).run()
     finally:
         connections[alias].close()

@@ -35,7 +35,13 @@ def test_three_workers_never_run_anything_twice():
     assert len(runs) == len(set(runs)) == 60
     states = set(ScheduledFunction.objects.values_list("state", flat=True))
     assert states == {State.SUCCESS}
-    assert ScheduledFunction.objects.filter(attempts=1).count() == 150 + 60 + 20 + 40
+    # A mutation may take a second attempt when the database reports a
+    # conflict (InnoDB deadlocks on the shared counter); an action never does.
+    assert ScheduledFunction.objects.count() == 150 + 60 + 20 + 40
+    assert not ScheduledFunction.objects.filter(attempts=0).exists()
+    assert set(
+        ScheduledFunction.objects.filter(name__endswith=":record").values_list("attempts", flat=True)
+    ) == {1}
 
 
 def test_an_idle_worker_is_woken_long_before_its_poll():

@@ -49,19 +49,27 @@ def table(output: str) -> list[str]:
 
 
 def _forget_the_largest_id():
-    """Delete the row with the largest id, and on MySQL/MariaDB wind the counter back.
+    """Delete the row with the largest id and wind the id counter back.
 
-    InnoDB's auto-increment counter follows the largest id ever inserted and
-    never goes back, even when the insert is rolled back: after a row with
-    id 2**63-1, every later insert of the suite would fail.
+    Both InnoDB's auto-increment counter and SQLite's ``sqlite_sequence``
+    (an AUTOINCREMENT key) follow the largest id ever inserted and survive
+    the flush between tests: after a row with id 2**63-1, every later insert
+    of the suite would fail (SQLite says "database or disk is full").
     """
     from django.db import connection
 
     ScheduledFunction.objects.filter(pk=2**63 - 1).delete()
-    if connection.vendor == "mysql":
-        with connection.cursor() as cursor:
-            table = connection.ops.quote_name(ScheduledFunction._meta.db_table)
-            cursor.execute(f"ALTER TABLE {table} AUTO_INCREMENT = 1")
+    table = ScheduledFunction._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            cursor.execute(f"ALTER TABLE {connection.ops.quote_name(table)} AUTO_INCREMENT = 1")
+        elif connection.vendor == "sqlite":
+            cursor.execute(
+                "UPDATE sqlite_sequence SET seq = "
+                f"(SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}) "
+                "WHERE name = %s",
+                [table],
+            )
 
 
 # list

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models.functions import Now
 from django.test import override_settings
 
@@ -109,3 +110,91 @@ def test_status_line(caplog, clock):
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status")]
     assert "succeeded=0 failed=0" in line
     assert "lag=2.500s" in line
+
+
+def leased_mutation(owner):
+    sid = scheduler.run_after(0, functions.increment, {"name": "a"})
+    ScheduledFunction.objects.filter(pk=sid).update(owner=owner)
+    return sid
+
+
+def crash_count(sid):
+    return ScheduledFunction.objects.values_list("state", "crashes", "owner").get(pk=sid)
+
+
+def test_a_lease_cleared_under_a_running_worker_is_no_longer_its_to_run(clock):
+    """Taken for dead, its leases counted and cleared: running one anyway would
+    be a death nobody counts, if it is the poison."""
+    worker = Worker(heartbeat=False)
+    sid = leased_mutation(worker.id)
+    assert [c.id for c in worker.executor.lock([sid], clock.now())] == [sid]
+    ScheduledFunction.objects.filter(pk=sid).update(owner="")
+    assert worker.executor.lock([sid], clock.now()) == []
+
+
+def test_leases_of_a_worker_without_registration_are_counted_as_a_crash(clock):
+    worker = Worker(heartbeat=False)
+    sid = leased_mutation("gone-without-registration")
+    worker.liveness.recover()
+    assert crash_count(sid) == (State.PENDING, 1, "")
+
+
+def test_a_forced_stop_that_abandons_leases_stays_registered_until_they_are_counted(clock):
+    worker = Worker(heartbeat=False)
+    worker.liveness.register()
+    sid = leased_mutation(worker.id)
+    worker.liveness.deregister(forced=True)
+    assert SchedulerWorker.objects.filter(pk=worker.id).exists()
+
+    other = Worker(heartbeat=False)
+    SchedulerWorker.objects.filter(pk=worker.id).update(pid=dead_pid())
+    other.liveness.recover()
+    assert crash_count(sid) == (State.PENDING, 1, "")
+    assert not SchedulerWorker.objects.filter(pk=worker.id).exists()
+
+
+def test_a_clean_stop_gives_its_leases_back_and_unregisters(clock):
+    worker = Worker(heartbeat=False)
+    worker.liveness.register()
+    sid = leased_mutation(worker.id)
+    worker.liveness.deregister(forced=False)
+    assert not SchedulerWorker.objects.filter(pk=worker.id).exists()
+    assert crash_count(sid) == (State.PENDING, 0, "")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite locks the database, not rows")
+def test_a_dead_workers_rows_still_locked_are_counted_on_a_later_pass(clock):
+    """The server may not have ended the dead worker's transaction yet: its
+    rows are skipped, and its registration must stay until a pass counts them."""
+    import threading
+
+    from django.db import connections, transaction
+
+    worker = Worker(heartbeat=False)
+    register("dead-local", worker.liveness.hostname, dead_pid())
+    sid = leased_mutation("dead-local")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_row_lock():
+        try:
+            with transaction.atomic():
+                list(ScheduledFunction.objects.select_for_update().filter(pk=sid))
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_row_lock)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        worker.liveness.recover()
+        assert crash_count(sid) == (State.PENDING, 0, "dead-local")
+        assert SchedulerWorker.objects.filter(pk="dead-local").exists()
+    finally:
+        release.set()
+        holder.join()
+    worker.liveness.recover()
+    assert crash_count(sid) == (State.PENDING, 1, "")
+    assert not SchedulerWorker.objects.filter(pk="dead-local").exists()

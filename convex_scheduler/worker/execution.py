@@ -189,10 +189,17 @@ class Executor:
         return running < limit
 
     def lock(self, ids: list[int], now: Any) -> list[Claimed]:
+        """Lock those of ``ids`` that are due and still leased by this worker.
+
+        A lease can end under a running worker: one taken for dead (a stale
+        heartbeat after an outage) has its leases counted as crashed and
+        cleared by another worker. Such a row is no longer ours to run: running
+        it anyway would be a death nobody counts if it is the poison.
+        """
         return [
             Claimed(*row)
             for row in ScheduledFunction.objects.using(self.using)
-            .filter(pk__in=ids)
+            .filter(pk__in=ids, owner=self.worker_id)
             .due(now)
             .select_for_update(skip_locked=True)
             .values_list(*CLAIM_FIELDS)

@@ -101,10 +101,13 @@ class Liveness:
             abandoned = self._functions().fail_orphaned_actions([self.id], now)
             if abandoned:
                 send_robust(actions_orphaned, count=abandoned, worker_ids=[self.id])
+            leased = self._functions().pending().filter(owner=self.id)
             if not forced:
-                # Mutations leased but not run. (A forced stop leaves the ones it
-                # abandoned leased: the next worker counts them as crashed.)
-                self._functions().pending().filter(owner=self.id).update(owner="")
+                leased.update(owner="")  # leased but not run
+            elif leased.exists():
+                # Abandoned mid-batch: the registration stays, so that the next
+                # worker finds this process dead and counts the crash.
+                return
             self._workers().filter(pk=self.id).delete()
         except Exception:
             logger.exception("could not deregister worker id=%s", self.id)
@@ -160,11 +163,20 @@ class Liveness:
         # Owners are read before registrations: a worker registers before it
         # claims, so an owner seen here whose registration is then missing
         # is really gone, never one that registered in between.
+        functions = self._functions()
         owners = set(
-            self._functions()
-            .in_progress()
+            functions.in_progress()
             .filter(kind=Kind.ACTION)
             .exclude(owner=self.id)
+            .values_list("owner", flat=True)
+            .distinct()
+        )
+        # Leased mutations are due rows (a postponed row loses its lease), so
+        # this reads along the due index only.
+        owners.update(
+            functions.due(clock.now())
+            .order_by()
+            .exclude(owner__in=("", self.id))
             .values_list("owner", flat=True)
             .distinct()
         )
@@ -191,14 +203,16 @@ class Liveness:
         now = clock.now()
         functions = self._functions()
         failed_actions = functions.fail_orphaned_actions(dead, now)
-        for worker_id in sorted(dead):
-            self._count_crash(worker_id, now)
-        self._workers().filter(pk__in=dead).delete()
+        # A registration goes only once all its leases were counted: while the
+        # dying transaction still holds some rows (the server has not noticed
+        # the death yet), they are skipped, and a later pass counts them.
+        counted = [worker_id for worker_id in sorted(dead) if self._count_crash(worker_id, now)]
+        self._workers().filter(pk__in=counted).delete()
         if failed_actions:
             send_robust(actions_orphaned, count=failed_actions, worker_ids=sorted(dead))
         return failed_actions
 
-    def _count_crash(self, worker_id: str, now: Any) -> None:
+    def _count_crash(self, worker_id: str, now: Any) -> bool:
         """Count a crash against the pending mutations the dead worker had leased.
 
         They were claimed (their ``owner`` committed) before they ran, and the
@@ -207,12 +221,16 @@ class Liveness:
         ``UNAVAILABLE_BACKOFF_INITIAL`` (so other due rows run first), then
         runs alone; ``MAX_CRASHES`` crashes fail it. The conditional updates
         make a crash count once however many workers notice it.
+
+        Returns False while some of them are still locked, by the dead
+        worker's transaction or by another worker counting them.
         """
         with write_transaction(self.using):
             suspects = self._functions().pending().filter(kind=Kind.MUTATION, owner=worker_id)
             ids = list(suspects.select_for_update(skip_locked=True).values_list("pk", flat=True))
+            complete = not suspects.exclude(pk__in=ids).exists()
             if not ids:
-                return
+                return complete
             rows = self._functions().filter(pk__in=ids)
             crashes = max(rows.values_list("crashes", flat=True), default=0)
             delay = scheduler_settings.UNAVAILABLE_BACKOFF_INITIAL * 2 ** min(crashes, 16)
@@ -231,6 +249,7 @@ class Liveness:
                 failed,
                 scheduler_settings.MAX_CRASHES,
             )
+        return complete
 
     # Functions no worker knows ------------------------------------------
 

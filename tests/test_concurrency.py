@@ -39,9 +39,8 @@ def test_three_workers_never_run_anything_twice():
     # conflict (InnoDB deadlocks on the shared counter); an action never does.
     assert ScheduledFunction.objects.count() == 150 + 60 + 20 + 40
     assert not ScheduledFunction.objects.filter(attempts=0).exists()
-    assert set(
-        ScheduledFunction.objects.filter(name__endswith=":record").values_list("attempts", flat=True)
-    ) == {1}
+    actions = ScheduledFunction.objects.filter(name__endswith=":record")
+    assert set(actions.values_list("attempts", flat=True)) == {1}
 
 
 def test_an_idle_worker_is_woken_long_before_its_poll():

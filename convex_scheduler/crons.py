@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 from django.db import DatabaseError, IntegrityError, router, transaction
 from django.db.models import Field
+from django.utils.translation import gettext
 
 from . import clock
 from .conf import scheduler_settings
@@ -176,7 +177,10 @@ class Schedule:
                 break
             latest, skipped = tick, skipped + 1
         else:
-            raise SchedulingError(f"The cron expression {self.expression!r} no longer matches.")
+            raise SchedulingError(
+                gettext("The cron expression %(expression)s no longer matches.")
+                % {"expression": repr(self.expression)}
+            )
         # A very long outage: estimate the ticks up to the last week from their
         # average spacing instead of walking every one of them.
         spacing = (latest - next_tick) / skipped
@@ -186,7 +190,10 @@ class Schedule:
             if tick > now:
                 return latest, skipped, tick
             latest, skipped = tick, skipped + 1
-        raise SchedulingError(f"The cron expression {self.expression!r} no longer matches.")
+        raise SchedulingError(
+            gettext("The cron expression %(expression)s no longer matches.")
+            % {"expression": repr(self.expression)}
+        )
 
     def describe(self) -> str:
         """The schedule in words: ``"every day at 08:30 (Asia/Tokyo)"``."""
@@ -201,7 +208,10 @@ class Schedule:
             zone = self.zone()
             ticks = CronSim(self.expression, after.astimezone(zone))
         except (CronSimError, ValueError, KeyError) as exc:
-            raise SchedulingError(f"Bad cron schedule {self.expression!r}: {exc}.") from None
+            raise SchedulingError(
+                gettext("Bad cron schedule %(expression)s: %(error)s.")
+                % {"expression": repr(self.expression), "error": exc}
+            ) from None
         for local in ticks:
             tick = local.astimezone(UTC)
             # Wall-clock iteration can land before ``after`` around a
@@ -214,7 +224,8 @@ class Schedule:
         for tick in ticks:
             return tick
         raise SchedulingError(
-            f"The cron expression {self.expression!r} matches no time in the next 50 years.",
+            gettext("The cron expression %(expression)s matches no time in the next 50 years.")
+            % {"expression": repr(self.expression)},
             field="cron",
         )
 
@@ -231,7 +242,8 @@ def _load_zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise SchedulingError(
-            f"Unknown time zone {name!r}; use an IANA name such as 'Europe/Paris' or 'UTC'.",
+            gettext("Unknown time zone %(name)s; use an IANA name such as 'Europe/Paris' or 'UTC'.")
+            % {"name": repr(name)},
             field="timezone",
         ) from None
 
@@ -296,9 +308,15 @@ class CronRegistry:
             # same crons again; only a different definition is a clash.
             if existing is not None and existing != definition:
                 raise SchedulingError(
-                    f"A cron named {definition.name!r} is already declared in code "
-                    f"(calling {existing.function!r}, {existing.schedule.describe()}); "
-                    "cron names must be unique.",
+                    gettext(
+                        "A cron named %(name)s is already declared in code (calling "
+                        "%(function)s, %(schedule)s); cron names must be unique."
+                    )
+                    % {
+                        "name": repr(definition.name),
+                        "function": repr(existing.function),
+                        "schedule": existing.schedule.describe(),
+                    },
                     field="name",
                 )
             self._crons[definition.name] = definition
@@ -444,16 +462,20 @@ def _resolve(fn: Any) -> RegisteredFunction:
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
-        raise SchedulingError("A cron name must be a non-empty string.", field="name")
+        raise SchedulingError(gettext("A cron name must be a non-empty string."), field="name")
     if len(name) > MAX_NAME_LENGTH:
         raise SchedulingError(
-            f"A cron name has at most {MAX_NAME_LENGTH} characters, not {len(name)}.",
+            gettext("A cron name has at most %(max)d characters, not %(length)d.")
+            % {"max": MAX_NAME_LENGTH, "length": len(name)},
             field="name",
         )
     if name != name.strip() or "/" in name or not name.isprintable():
         raise SchedulingError(
-            f"A cron name cannot start or end with spaces, contain '/' (it is part of the "
-            f"API's URLs) or control characters: {name!r}.",
+            gettext(
+                "A cron name cannot start or end with spaces, contain '/' (it is part of the "
+                "API's URLs) or control characters: %(name)s."
+            )
+            % {"name": repr(name)},
             field="name",
         )
     return name
@@ -462,27 +484,38 @@ def _check_name(name: Any) -> str:
 def _cron_schedule(spec: Any, timezone: Any) -> Schedule:
     if timezone is not None and not isinstance(timezone, str):
         raise SchedulingError(
-            f"A time zone is an IANA name (a string), not {type(timezone).__name__}.",
+            gettext("A time zone is an IANA name (a string), not %(type)s.")
+            % {"type": type(timezone).__name__},
             field="timezone",
         )
     if not isinstance(spec, str):
         raise SchedulingError(
-            f"A cron expression is a string, not {type(spec).__name__}.", field="cron"
+            gettext("A cron expression is a string, not %(type)s.") % {"type": type(spec).__name__},
+            field="cron",
         )
     fields = spec.split()
     if len(fields) != 5:
         raise SchedulingError(
-            f"A cron expression has 5 fields (minute hour day-of-month month day-of-week), "
-            f"not {len(fields)}: {spec!r}.",
+            gettext(
+                "A cron expression has 5 fields (minute hour day-of-month month day-of-week), "
+                "not %(count)d: %(expression)s."
+            )
+            % {"count": len(fields), "expression": repr(spec)},
             field="cron",
         )
     expression = " ".join(fields)
     if len(expression) > 100:
-        raise SchedulingError("A cron expression has at most 100 characters.", field="cron")
+        raise SchedulingError(
+            gettext("A cron expression has at most 100 characters."), field="cron"
+        )
     try:
         CronSim(expression, datetime(2000, 1, 1))
     except CronSimError as exc:
-        raise SchedulingError(f"Bad cron expression {spec!r}: {exc}.", field="cron") from None
+        raise SchedulingError(
+            gettext("Bad cron expression %(expression)s: %(error)s.")
+            % {"expression": repr(spec), "error": exc},
+            field="cron",
+        ) from None
     if timezone is not None:
         _load_zone(timezone)
     # One that never matches (the 30th of February) is refused now, not at run
@@ -494,17 +527,20 @@ def _cron_schedule(spec: Any, timezone: Any) -> Schedule:
 def _check_interval(every: Any) -> timedelta:
     if not isinstance(every, timedelta):
         raise SchedulingError(
-            f"An interval is a datetime.timedelta, not {type(every).__name__}.",
+            gettext("An interval is a datetime.timedelta, not %(type)s.")
+            % {"type": type(every).__name__},
             field="interval",
         )
     if every < MIN_INTERVAL:
         raise SchedulingError(
-            f"An interval must be at least one second, not {every.total_seconds():g} s.",
+            gettext("An interval must be at least one second, not %(seconds)g s.")
+            % {"seconds": every.total_seconds()},
             field="interval",
         )
     if every > MAX_DISTANCE:
         raise SchedulingError(
-            f"An interval must be at most five years ({MAX_DISTANCE.days} days).",
+            gettext("An interval must be at most five years (%(days)d days).")
+            % {"days": MAX_DISTANCE.days},
             field="interval",
         )
     return every
@@ -513,12 +549,16 @@ def _check_interval(every: Any) -> timedelta:
 def _non_negative(value: Any, unit: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise SchedulingError(
-            f"{unit} must be a number, not {type(value).__name__}.", field="interval"
+            gettext("%(unit)s must be a number, not %(type)s.")
+            % {"unit": unit, "type": type(value).__name__},
+            field="interval",
         )
     number = float(value)
     if not math.isfinite(number) or number < 0 or number > MAX_DISTANCE.total_seconds():
         raise SchedulingError(
-            f"{unit} must be a finite number, 0 or more, not {value!r}.", field="interval"
+            gettext("%(unit)s must be a finite number, 0 or more, not %(value)s.")
+            % {"unit": unit, "value": repr(value)},
+            field="interval",
         )
     return number
 
@@ -526,10 +566,16 @@ def _non_negative(value: Any, unit: str) -> float:
 def _in_range(value: Any, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SchedulingError(
-            f"{what} must be an integer from {low} to {high}, not {value!r}.", field=what
+            gettext("%(what)s must be an integer from %(low)d to %(high)d, not %(value)s.")
+            % {"what": what, "low": low, "high": high, "value": repr(value)},
+            field=what,
         )
     if not low <= value <= high:
-        raise SchedulingError(f"{what} must be from {low} to {high}, not {value}.", field=what)
+        raise SchedulingError(
+            gettext("%(what)s must be from %(low)d to %(high)d, not %(value)d.")
+            % {"what": what, "low": low, "high": high, "value": value},
+            field=what,
+        )
     return value
 
 
@@ -540,7 +586,8 @@ def _day_of_week(value: Any) -> int:
             if text in (day, day[:3]):
                 return number
     raise SchedulingError(
-        f"day_of_week must be the name of a day, such as 'monday' or 'mon', not {value!r}.",
+        gettext("day_of_week must be the name of a day, such as 'monday' or 'mon', not %(value)s.")
+        % {"value": repr(value)},
         field="day_of_week",
     )
 
@@ -569,11 +616,13 @@ def define(
     """
     if (interval is None) == (cron is None):
         raise SchedulingError(
-            "Give exactly one of interval (a timedelta) or cron (a 5-field expression)."
+            gettext("Give exactly one of interval (a timedelta) or cron (a 5-field expression).")
         )
     if interval is not None:
         if timezone is not None and not isinstance(timezone, str):
-            raise SchedulingError("A time zone is an IANA name (a string).", field="timezone")
+            raise SchedulingError(
+                gettext("A time zone is an IANA name (a string)."), field="timezone"
+            )
         schedule = Schedule(_INTERVAL, _check_interval(interval), "", timezone)
     else:
         schedule = _cron_schedule(cron, timezone)
@@ -666,7 +715,7 @@ def delete(name: str) -> bool:
     from .models import CronSource
 
     if not isinstance(name, str):
-        raise SchedulingError("A cron name must be a string.", field="name")
+        raise SchedulingError(gettext("A cron name must be a string."), field="name")
     if code_crons.get(name) is not None:
         raise _declared_in_code(name)
     using = router.db_for_write(_cron_model())
@@ -810,13 +859,16 @@ def _cancel_pending_runs(name: str, now: datetime, using: str) -> int:
 
 def _declared_in_code(name: str) -> SchedulingError:
     return SchedulingError(
-        f"The cron {name!r} is declared in code; change or remove it in its crons module.",
+        gettext("The cron %(name)s is declared in code; change or remove it in its crons module.")
+        % {"name": repr(name)},
         field="name",
     )
 
 
 def _unknown(name: str) -> SchedulingError:
-    return SchedulingError(f"No cron is named {name!r}.", field="name")
+    return SchedulingError(
+        gettext("No cron is named %(name)s.") % {"name": repr(name)}, field="name"
+    )
 
 
 # The worker's hooks ------------------------------------------------------

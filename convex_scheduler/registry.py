@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, cast, overload
 
+from django.utils.translation import gettext
+
 from .exceptions import SchedulingError
 from .retries import Retry, as_retry
 from .typecheck import ArgumentTypeError, Checker, argument_checkers
@@ -62,7 +64,10 @@ class RegisteredFunction:
             self.signature.bind(None, **args)
         except TypeError as exc:
             raise SchedulingError(
-                f"Arguments do not match the signature of {self.name!r} {self.signature}: {exc}."
+                gettext(
+                    "Arguments do not match the signature of %(name)s %(signature)s: %(error)s."
+                )
+                % {"name": repr(self.name), "signature": self.signature, "error": exc}
             ) from None
         if not self.arg_types:
             return
@@ -77,7 +82,9 @@ class RegisteredFunction:
                 checker.check(value, key)
             except ArgumentTypeError as exc:
                 raise SchedulingError(
-                    f"Argument {exc.path!r} of {self.name!r} {exc.message}."
+                    # Translators: problem is one of typecheck.py's "must be …" phrases.
+                    gettext("Argument %(path)s of %(name)s %(problem)s.")
+                    % {"path": repr(exc.path), "name": repr(self.name), "problem": exc.message}
                 ) from None
 
 
@@ -163,9 +170,12 @@ class FunctionRegistry:
             entry = self._functions.get(ref)
             if entry is None:
                 raise SchedulingError(
-                    f"No function is registered under the name {ref!r}. Register it with "
-                    "@mutation, @action, @internal_mutation or @internal_action in an "
-                    "installed app's functions module."
+                    gettext(
+                        "No function is registered under the name %(name)s. Register it with "
+                        "@mutation, @action, @internal_mutation or @internal_action in an "
+                        "installed app's functions module."
+                    )
+                    % {"name": repr(ref)}
                 )
             return entry
         if callable(ref):
@@ -175,12 +185,19 @@ class FunctionRegistry:
                 pass
             name = getattr(ref, "__qualname__", repr(ref))
             raise SchedulingError(
-                f"{name} is not a registered function. Only functions decorated with "
-                "@mutation, @action, @internal_mutation or @internal_action can be scheduled."
+                gettext(
+                    "%(name)s is not a registered function. Only functions decorated with "
+                    "@mutation, @action, @internal_mutation or @internal_action can be "
+                    "scheduled."
+                )
+                % {"name": name}
             )
         raise SchedulingError(
-            "A function reference must be a registered function or its name (a string), "
-            f"not {type(ref).__name__}."
+            gettext(
+                "A function reference must be a registered function or its name (a string), "
+                "not %(type)s."
+            )
+            % {"type": type(ref).__name__}
         )
 
     def all(self) -> list[RegisteredFunction]:
@@ -218,7 +235,9 @@ def check_pool(pool: Any) -> str:
     """A pool name, or a :class:`SchedulingError` saying what a pool name is."""
     if not isinstance(pool, str) or len(pool) > 100 or (pool and not pool.isprintable()):
         raise SchedulingError(
-            f"A pool is a name of at most 100 printable characters, not {pool!r}.", field="pool"
+            gettext("A pool is a name of at most 100 printable characters, not %(pool)s.")
+            % {"pool": repr(pool)},
+            field="pool",
         )
     return pool
 

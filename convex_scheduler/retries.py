@@ -17,6 +17,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.translation import gettext
+
 from .exceptions import SchedulingError
 
 __all__ = ["NonRetryableError", "Retry"]
@@ -41,12 +43,14 @@ class Retry:
         attempts = self.max_attempts
         if isinstance(attempts, bool) or not isinstance(attempts, int):
             raise SchedulingError(
-                f"Retry max_attempts must be a whole number, not {type(attempts).__name__}.",
+                gettext("Retry max_attempts must be a whole number, not %(type)s.")
+                % {"type": type(attempts).__name__},
                 field="retry",
             )
         if not 1 <= attempts <= MAX_ATTEMPTS_LIMIT:
             raise SchedulingError(
-                f"Retry max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, not {attempts}.",
+                gettext("Retry max_attempts must be between 1 and %(max)d, not %(value)d.")
+                % {"max": MAX_ATTEMPTS_LIMIT, "value": attempts},
                 field="retry",
             )
         for name, low in (("initial_backoff_ms", 0.0), ("base", 1.0)):
@@ -58,8 +62,11 @@ class Retry:
                 or not low <= float(value) <= MAX_BACKOFF_MS
             ):
                 raise SchedulingError(
-                    f"Retry {name} must be a finite number from {low:g} to {MAX_BACKOFF_MS:g}, "
-                    f"not {value!r}.",
+                    gettext(
+                        "Retry %(name)s must be a finite number from %(low)g to %(high)g, "
+                        "not %(value)s."
+                    )
+                    % {"name": name, "low": low, "high": MAX_BACKOFF_MS, "value": repr(value)},
                     field="retry",
                 )
 
@@ -89,6 +96,7 @@ def as_retry(value: Any) -> Retry | None:
     if isinstance(value, Retry):
         return value
     raise SchedulingError(
-        f"retry must be True, False, None or a Retry(...), not {type(value).__name__}.",
+        gettext("retry must be True, False, None or a Retry(...), not %(type)s.")
+        % {"type": type(value).__name__},
         field="retry",
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from . import clock
 from .conf import poll_interval_for, scheduler_settings
@@ -183,7 +184,10 @@ class Scheduler:
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
-            raise SchedulingError(f"limit must be a positive whole number, not {limit!r}.")
+            raise SchedulingError(
+                gettext("limit must be a positive whole number, not %(limit)s.")
+                % {"limit": repr(limit)}
+            )
         return rows.cancel_in_batches(clock.now(), limit=limit)
 
     def schedule(
@@ -205,9 +209,11 @@ class Scheduler:
         input at fault (``None`` for the delay/time combination).
         """
         if delay_ms is not None and run_at is not None:
-            raise SchedulingError("Give either delay_ms or run_at, not both.")
+            raise SchedulingError(gettext("Give either delay_ms or run_at, not both."))
         if delay_ms is None and run_at is None:
-            raise SchedulingError("Give delay_ms (milliseconds from now) or run_at (a time).")
+            raise SchedulingError(
+                gettext("Give delay_ms (milliseconds from now) or run_at (a time).")
+            )
         entry = _resolve(function, allow_internal=allow_internal)
         now = clock.now()
         due = _due_after(delay_ms, now) if delay_ms is not None else _due_at(run_at, now)
@@ -225,7 +231,7 @@ class Scheduler:
         pk = parse_id(scheduled_function_id)
         running = self._running
         if running is not None and running.kind == FunctionKind.MUTATION and running.id == pk:
-            raise SchedulingError("A mutation cannot cancel itself.")
+            raise SchedulingError(gettext("A mutation cannot cancel itself."))
         using = router.db_for_write(ScheduledFunction)
         ScheduledFunction.objects.using(using).filter(pk=pk).cancel(clock.now())
 
@@ -286,14 +292,19 @@ class Scheduler:
         byte_limit = scheduler_settings.MAX_SCHEDULED_ARGS_BYTES
         if running.scheduled_count + 1 > limit:
             raise SchedulingError(
-                f"Too many functions scheduled by one function: at most {limit} "
-                "(setting MAX_SCHEDULED_PER_FUNCTION)."
+                gettext(
+                    "Too many functions scheduled by one function: at most %(limit)d "
+                    "(setting MAX_SCHEDULED_PER_FUNCTION)."
+                )
+                % {"limit": limit}
             )
         if running.scheduled_bytes + size > byte_limit:
             raise SchedulingError(
-                f"Too much argument data scheduled by one function: "
-                f"{running.scheduled_bytes + size} bytes, at most {byte_limit} "
-                "(setting MAX_SCHEDULED_ARGS_BYTES)."
+                gettext(
+                    "Too much argument data scheduled by one function: %(size)d bytes, "
+                    "at most %(limit)d (setting MAX_SCHEDULED_ARGS_BYTES)."
+                )
+                % {"size": running.scheduled_bytes + size, "limit": byte_limit}
             )
         running.scheduled_count += 1
         running.scheduled_bytes += size
@@ -316,25 +327,33 @@ class _Options:
             try:
                 entry = registry.resolve(on_complete)
             except SchedulingError as exc:
-                raise SchedulingError(f"on_complete: {exc}", field="on_complete") from None
+                raise SchedulingError(
+                    gettext("on_complete: %(error)s") % {"error": exc}, field="on_complete"
+                ) from None
             if entry.kind != FunctionKind.MUTATION:
                 raise SchedulingError(
-                    f"on_complete must be a registered mutation; {entry.name!r} is an action. "
-                    "A callback runs exactly once, which only a mutation guarantees.",
+                    gettext(
+                        "on_complete must be a registered mutation; %(name)s is an action. "
+                        "A callback runs exactly once, which only a mutation guarantees."
+                    )
+                    % {"name": repr(entry.name)},
                     field="on_complete",
                 )
             try:
                 entry.signature.bind(None, id=0, context=None, result={})
             except TypeError as exc:
                 raise SchedulingError(
-                    f"on_complete {entry.name!r} must accept id, context and result "
-                    f"keyword arguments: {exc}.",
+                    gettext(
+                        "on_complete %(name)s must accept id, context and result "
+                        "keyword arguments: %(error)s."
+                    )
+                    % {"name": repr(entry.name), "error": exc},
                     field="on_complete",
                 ) from None
             callback = entry.name
         if context is not None:
             if not callback:
-                raise SchedulingError("context is only passed to on_complete; give both.")
+                raise SchedulingError(gettext("context is only passed to on_complete; give both."))
             _check_json(context, "context", depth=1)
         return cls(
             retry=as_retry(retry),
@@ -349,8 +368,11 @@ class _Options:
         is_action = entry.kind == FunctionKind.ACTION
         if not is_action and (self.retry is not None or self.pool):
             raise SchedulingError(
-                f"{entry.name!r} is a mutation: mutations take no retry or pool (they retry "
-                "transient database errors until they succeed).",
+                gettext(
+                    "%(name)s is a mutation: mutations take no retry or pool (they retry "
+                    "transient database errors until they succeed)."
+                )
+                % {"name": repr(entry.name)},
                 field="retry" if self.retry is not None else "pool",
             )
         retry = self.retry if self.retry_given else entry.retry
@@ -373,7 +395,8 @@ def _resolve(function: Any, *, allow_internal: bool) -> RegisteredFunction:
         # The same words for an internal function as for an unknown name.
         name = function if isinstance(function, str) else getattr(entry, "name", function)
         raise SchedulingError(
-            f"No public function is registered under the name {_short(name, 300)}.",
+            gettext("No public function is registered under the name %(name)s.")
+            % {"name": _short(name, 300)},
             field="function",
         )
     assert entry is not None
@@ -384,27 +407,36 @@ def _due_after(delay_ms: Any, now: datetime) -> datetime:
     """``now`` plus a delay in milliseconds, or a :class:`SchedulingError` on ``delay_ms``."""
     if isinstance(delay_ms, bool) or not isinstance(delay_ms, numbers.Real):
         raise SchedulingError(
-            f"delay_ms must be a number of milliseconds, not {type(delay_ms).__name__}.",
+            gettext("delay_ms must be a number of milliseconds, not %(type)s.")
+            % {"type": type(delay_ms).__name__},
             field="delay_ms",
         )
     try:
         delay = float(delay_ms)
     except OverflowError:
         if delay_ms < 0:
-            raise SchedulingError("delay_ms must be 0 or more.", field="delay_ms") from None
+            raise SchedulingError(
+                gettext("delay_ms must be 0 or more."), field="delay_ms"
+            ) from None
         raise SchedulingError(
-            f"delay_ms is too large; at most {MAX_DELAY_MS:.0f} ms (five years) is allowed.",
+            gettext("delay_ms is too large; at most %(max).0f ms (five years) is allowed.")
+            % {"max": MAX_DELAY_MS},
             field="delay_ms",
         ) from None
     if math.isnan(delay) or math.isinf(delay):
         raise SchedulingError(
-            f"delay_ms must be a finite number, not {delay_ms!r}.", field="delay_ms"
+            gettext("delay_ms must be a finite number, not %(value)s.") % {"value": repr(delay_ms)},
+            field="delay_ms",
         )
     if delay < 0:
-        raise SchedulingError(f"delay_ms must be 0 or more, not {delay_ms!r}.", field="delay_ms")
+        raise SchedulingError(
+            gettext("delay_ms must be 0 or more, not %(value)s.") % {"value": repr(delay_ms)},
+            field="delay_ms",
+        )
     if delay > MAX_DELAY_MS:
         raise SchedulingError(
-            f"delay_ms {delay_ms!r} is more than five years (at most {MAX_DELAY_MS:.0f} ms).",
+            gettext("delay_ms %(value)s is more than five years (at most %(max).0f ms).")
+            % {"value": repr(delay_ms), "max": MAX_DELAY_MS},
             field="delay_ms",
         )
     return now + timedelta(milliseconds=delay)
@@ -415,8 +447,11 @@ def _due_at(when: Any, now: datetime) -> datetime:
     due = parse_timestamp(when)
     if abs(due - now) > MAX_DISTANCE:
         raise SchedulingError(
-            f"The time {due.isoformat()} is more than five years from now "
-            f"({now.isoformat()}); pick a time within {MAX_DISTANCE.days} days either way.",
+            gettext(
+                "The time %(time)s is more than five years from now (%(now)s); "
+                "pick a time within %(days)d days either way."
+            )
+            % {"time": due.isoformat(), "now": now.isoformat(), "days": MAX_DISTANCE.days},
             field="run_at",
         )
     return due
@@ -440,29 +475,41 @@ def _parse_timestamp(when: Any) -> datetime:
             return when.astimezone(UTC)
         except (OverflowError, ValueError):
             raise SchedulingError(
-                f"The time {when!r} is out of range; pick a time within five years "
-                f"({MAX_DISTANCE.days} days) of now."
+                gettext(
+                    "The time %(time)s is out of range; pick a time within five years "
+                    "(%(days)d days) of now."
+                )
+                % {"time": repr(when), "days": MAX_DISTANCE.days}
             ) from None
     if isinstance(when, bool) or not isinstance(when, numbers.Real):
         raise SchedulingError(
-            "A time must be a datetime or milliseconds since the Unix epoch, "
-            f"not {type(when).__name__}."
+            gettext("A time must be a datetime or milliseconds since the Unix epoch, not %(type)s.")
+            % {"type": type(when).__name__}
         )
     try:
         millis = float(when)
     except OverflowError:
         raise SchedulingError(
-            "The time in epoch milliseconds is out of range; pick a time within five years "
-            f"({MAX_DISTANCE.days} days) of now."
+            gettext(
+                "The time in epoch milliseconds is out of range; pick a time within five "
+                "years (%(days)d days) of now."
+            )
+            % {"days": MAX_DISTANCE.days}
         ) from None
     if math.isnan(millis) or math.isinf(millis):
-        raise SchedulingError(f"A time in epoch milliseconds must be finite, not {when!r}.")
+        raise SchedulingError(
+            gettext("A time in epoch milliseconds must be finite, not %(value)s.")
+            % {"value": repr(when)}
+        )
     try:
         return datetime.fromtimestamp(millis / 1000, tz=clock.now().tzinfo)
     except (OverflowError, OSError, ValueError):
         raise SchedulingError(
-            f"The time {when!r} ms since the epoch is out of range; pick a time within "
-            f"five years ({MAX_DISTANCE.days} days) of now."
+            gettext(
+                "The time %(value)s ms since the epoch is out of range; pick a time within "
+                "five years (%(days)d days) of now."
+            )
+            % {"value": repr(when), "days": MAX_DISTANCE.days}
         ) from None
 
 
@@ -476,18 +523,22 @@ def parse_id(value: Any) -> int:
 
 def _parse_id(value: Any) -> int:
     if isinstance(value, bool):
-        raise SchedulingError("A scheduled function id must be a positive integer, not a bool.")
+        raise SchedulingError(
+            gettext("A scheduled function id must be a positive integer, not a bool.")
+        )
     if isinstance(value, int):
         pk = value
     elif isinstance(value, str) and value.isascii() and value.isdigit():
         pk = int(value)
     else:
         raise SchedulingError(
-            f"A scheduled function id must be a positive integer, not {_short(value)}."
+            gettext("A scheduled function id must be a positive integer, not %(value)s.")
+            % {"value": _short(value)}
         )
     if not 0 < pk < 2**63:
         raise SchedulingError(
-            f"A scheduled function id must be a positive integer, not {_short(value)}."
+            gettext("A scheduled function id must be a positive integer, not %(value)s.")
+            % {"value": _short(value)}
         )
     return pk
 
@@ -508,11 +559,14 @@ def encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
 def _encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
     if not isinstance(args, dict):
         raise SchedulingError(
-            f"Arguments must be a dict of JSON values, not {type(args).__name__}."
+            gettext("Arguments must be a dict of JSON values, not %(type)s.")
+            % {"type": type(args).__name__}
         )
     for key in args:
         if not isinstance(key, str):
-            raise SchedulingError(f"Argument names must be strings, not {_short(key)}.")
+            raise SchedulingError(
+                gettext("Argument names must be strings, not %(key)s.") % {"key": _short(key)}
+            )
         _check_json(key, f"name {_short(key)}", depth=1)
     for key, value in args.items():
         _check_json(value, key, depth=1)
@@ -522,13 +576,17 @@ def _encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
         size = len(text.encode())
     except UnicodeEncodeError as exc:
         raise SchedulingError(
-            f"Arguments of {entry.name!r} contain text that is not valid Unicode: {exc.reason}."
+            gettext("Arguments of %(name)s contain text that is not valid Unicode: %(reason)s.")
+            % {"name": repr(entry.name), "reason": exc.reason}
         ) from None
     limit = scheduler_settings.MAX_ARGS_BYTES
     if size > limit:
         raise SchedulingError(
-            f"Arguments of {entry.name!r} are {size} bytes; at most {limit} bytes are allowed "
-            "(setting MAX_ARGS_BYTES)."
+            gettext(
+                "Arguments of %(name)s are %(size)d bytes; at most %(limit)d bytes are allowed "
+                "(setting MAX_ARGS_BYTES)."
+            )
+            % {"name": repr(entry.name), "size": size, "limit": limit}
         )
     return text, size
 
@@ -536,13 +594,17 @@ def _encode_args(entry: RegisteredFunction, args: Any) -> tuple[str, int]:
 def _check_json(value: Any, path: Any, depth: int) -> None:
     if depth > MAX_ARGS_DEPTH:
         raise SchedulingError(
-            f"Argument {_short(path)} is nested more than {MAX_ARGS_DEPTH} levels deep."
+            gettext("Argument %(path)s is nested more than %(depth)d levels deep.")
+            % {"path": _short(path), "depth": MAX_ARGS_DEPTH}
         )
     if isinstance(value, str):
         if "\x00" in value:
             raise SchedulingError(
-                f"Argument {_short(path)} contains the NUL character (U+0000), which PostgreSQL "
-                "cannot store; strings may contain any other character."
+                gettext(
+                    "Argument %(path)s contains the NUL character (U+0000), which PostgreSQL "
+                    "cannot store; strings may contain any other character."
+                )
+                % {"path": _short(path)}
             )
         return
     if value is None or isinstance(value, (bool, int)):
@@ -550,7 +612,8 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise SchedulingError(
-                f"Argument {_short(path)} is {value!r}; JSON numbers must be finite."
+                gettext("Argument %(path)s is %(value)s; JSON numbers must be finite.")
+                % {"path": _short(path), "value": repr(value)}
             )
         return
     if isinstance(value, (list, tuple)):
@@ -561,15 +624,20 @@ def _check_json(value: Any, path: Any, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise SchedulingError(
-                    f"Argument {_short(path)} has the key {_short(key)}; "
-                    "JSON object keys must be strings."
+                    gettext(
+                        "Argument %(path)s has the key %(key)s; JSON object keys must be strings."
+                    )
+                    % {"path": _short(path), "key": _short(key)}
                 )
             _check_json(key, f"{path} key {_short(key)}", depth + 1)
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     raise SchedulingError(
-        f"Argument {_short(path)} is a {type(value).__name__}, which is not a JSON value "
-        "(allowed: None, bool, int, float, str, list and dict with string keys)."
+        gettext(
+            "Argument %(path)s is a %(type)s, which is not a JSON value "
+            "(allowed: None, bool, int, float, str, list and dict with string keys)."
+        )
+        % {"path": _short(path), "type": type(value).__name__}
     )
 
 

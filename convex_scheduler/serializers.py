@@ -171,7 +171,7 @@ _FUNCTION_HELP = _("The registered name of a public mutation or action.")
 class CancelAllSerializer(serializers.Serializer):
     """How many scheduled functions a cancel-all canceled."""
 
-    canceled = serializers.IntegerField(help_text="How many unfinished functions were canceled.")
+    canceled = serializers.IntegerField(help_text=_("How many unfinished functions were canceled."))
 
 
 class _FunctionNameField(serializers.ChoiceField):

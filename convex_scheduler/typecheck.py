@@ -20,6 +20,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
+from django.utils.translation import gettext
+
 __all__ = ["ArgumentTypeError", "Checker", "argument_checkers", "describe_value"]
 
 
@@ -43,7 +45,13 @@ class Checker:
         raise NotImplementedError
 
     def mismatch(self, value: Any, path: str) -> ArgumentTypeError:
-        return ArgumentTypeError(path, f"must be {self.expected}, not {describe_value(value)}")
+        return ArgumentTypeError(
+            path,
+            # Translators: this phrase and the ones below end the sentence
+            # "Argument %(path)s of %(name)s %(problem)s." (registry.py).
+            gettext("must be %(expected)s, not %(given)s")
+            % {"expected": self.expected, "given": describe_value(value)},
+        )
 
 
 def describe_value(value: Any) -> str:
@@ -108,8 +116,11 @@ class _Literal(Checker):
         if not any(type(value) is type(item) and value == item for item in self.values):
             raise ArgumentTypeError(
                 path,
-                f"must be one of {', '.join(repr(item) for item in self.values)}, "
-                f"not {_short(value)}",
+                gettext("must be one of %(values)s, not %(given)s")
+                % {
+                    "values": ", ".join(repr(item) for item in self.values),
+                    "given": _short(value),
+                },
             )
 
 
@@ -151,15 +162,27 @@ class _TypedDict(Checker):
         if missing:
             raise ArgumentTypeError(
                 path,
-                f"is missing the key {missing[0]!r}, which {self.expected} requires",
+                gettext("is missing the key %(key)s, which %(expected)s requires")
+                % {"key": repr(missing[0]), "expected": self.expected},
                 inside=True,
             )
         for key, item in value.items():
             if key not in self.fields:
+                declared = ", ".join(repr(name) for name in self.fields)
                 raise ArgumentTypeError(
                     path,
-                    f"has the key {_short(key)}, which {self.expected} does not declare "
-                    f"(it declares {', '.join(repr(name) for name in self.fields) or 'none'})",
+                    (
+                        gettext(
+                            "has the key %(key)s, which %(expected)s does not declare "
+                            "(it declares %(declared)s)"
+                        )
+                        if declared
+                        else gettext(
+                            "has the key %(key)s, which %(expected)s does not declare "
+                            "(it declares none)"
+                        )
+                    )
+                    % {"key": _short(key), "expected": self.expected, "declared": declared},
                     inside=True,
                 )
             checker = self.fields[key]

@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from convex_scheduler.models import ScheduledFunction, SchedulerWorker
 from convex_scheduler.worker import Worker
@@ -26,9 +28,13 @@ def positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a whole number") % {"value": repr(value)}
+        ) from None
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+        raise argparse.ArgumentTypeError(
+            gettext("must be 1 or more, not %(number)d") % {"number": number}
+        )
     return number
 
 
@@ -39,10 +45,13 @@ def concurrency(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a whole number") % {"value": repr(value)}
+        ) from None
     if not 1 <= number <= MAX_CONCURRENCY:
         raise argparse.ArgumentTypeError(
-            f"must be between 1 and {MAX_CONCURRENCY}, not {number}"
+            gettext("must be between 1 and %(max)d, not %(number)d")
+            % {"max": MAX_CONCURRENCY, "number": number}
         )
     return number
 
@@ -51,9 +60,13 @@ def port_number(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a port number") % {"value": repr(value)}
+        ) from None
     if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, not {number}")
+        raise argparse.ArgumentTypeError(
+            gettext("must be between 0 and 65535, not %(number)d") % {"number": number}
+        )
     return number
 
 
@@ -61,24 +74,33 @@ def positive_seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a number of seconds") % {"value": repr(value)}
+        ) from None
     if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {value}")
+        raise argparse.ArgumentTypeError(
+            gettext("must be more than 0 seconds, not %(value)s") % {"value": value}
+        )
     return number
 
 
 class Command(BaseCommand):
-    help = (
+    # Lazy: translated into the language active when the help is shown.
+    help: str = _(  # type: ignore[assignment]
         "Run scheduled functions as they become due. Stop with SIGTERM or Ctrl-C: "
         "the first signal finishes what is running, a second one exits at once."
     )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        self.help = str(self.help)  # argparse needs a str
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--concurrency",
             type=concurrency,
             default=None,
-            help="How many functions run at once (default: the CONCURRENCY setting).",
+            help=gettext("How many functions run at once (default: the CONCURRENCY setting)."),
         )
         parser.add_argument(
             "--interval",
@@ -86,45 +108,53 @@ class Command(BaseCommand):
             dest="interval",
             type=positive_seconds,
             default=None,
-            help="The longest an idle worker waits before looking for due functions, "
-            "in seconds (default: the POLL_INTERVAL setting).",
+            help=gettext(
+                "The longest an idle worker waits before looking for due functions, "
+                "in seconds (default: the POLL_INTERVAL setting)."
+            ),
         )
         parser.add_argument(
             "--burst",
             action="store_true",
-            help="Run everything due now, including what those runs schedule for now, then exit.",
+            help=gettext(
+                "Run everything due now, including what those runs schedule for now, then exit."
+            ),
         )
         parser.add_argument(
             "--max-functions",
             type=positive_int,
             default=None,
-            help="Exit after this many functions have run.",
+            help=gettext("Exit after this many functions have run."),
         )
         parser.add_argument(
             "--metrics-port",
             type=port_number,
             default=None,
-            help="Serve this worker's Prometheus metrics on this port (needs the 'metrics' "
-            "extra: prometheus-client); 0 picks a free port.",
+            help=gettext(
+                "Serve this worker's Prometheus metrics on this port (needs the 'metrics' "
+                "extra: prometheus-client); 0 picks a free port."
+            ),
         )
         parser.add_argument(
             "--metrics-address",
             default="127.0.0.1",
-            help="The address the metrics port listens on (default 127.0.0.1, this machine "
-            "only; 0.0.0.0 for a scraper on another machine).",
+            help=gettext(
+                "The address the metrics port listens on (default 127.0.0.1, this machine "
+                "only; 0.0.0.0 for a scraper on another machine)."
+            ),
         )
         parser.add_argument(
             "--database",
             default=None,
-            help="The database alias to use (default: the router's choice for writes).",
+            help=gettext("The database alias to use (default: the router's choice for writes)."),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
         if using is not None and using not in settings.DATABASES:
             raise CommandError(
-                f"{using!r} is not a database alias; DATABASES has "
-                f"{', '.join(map(repr, settings.DATABASES))}."
+                gettext("%(alias)s is not a database alias; DATABASES has %(known)s.")
+                % {"alias": repr(using), "known": ", ".join(map(repr, settings.DATABASES))}
             )
         self._configure_logging(options["verbosity"])
         worker = Worker(
@@ -144,8 +174,11 @@ class Command(BaseCommand):
             missing = _missing_tables(worker.using)
             if missing:
                 raise CommandError(
-                    f"The scheduler's tables ({', '.join(missing)}) are missing from database "
-                    f"{worker.using!r}: run `python manage.py migrate`."
+                    gettext(
+                        "The scheduler's tables (%(tables)s) are missing from database "
+                        "%(alias)s: run `python manage.py migrate`."
+                    )
+                    % {"tables": ", ".join(missing), "alias": repr(worker.using)}
                 ) from exc
             raise
         finally:
@@ -156,7 +189,7 @@ class Command(BaseCommand):
                 server.shutdown()
                 collected.disconnect()
         if worker.crashed:
-            raise CommandError("A worker thread crashed; the log has the traceback.")
+            raise CommandError(gettext("A worker thread crashed; the log has the traceback."))
         if options["verbosity"] >= 1 and options["burst"]:
             self.stdout.write(
                 f"Burst done: {stats.succeeded} succeeded, {stats.failed} failed, "
@@ -170,15 +203,22 @@ class Command(BaseCommand):
             collected = WorkerMetrics(stats=worker.stats)
         except ImportError as exc:
             raise CommandError(
-                f"--metrics-port needs prometheus-client: pip install "
-                f"'django-convex-scheduler[metrics]' ({exc})."
+                gettext(
+                    "--metrics-port needs prometheus-client: pip install "
+                    "'django-convex-scheduler[metrics]' (%(error)s)."
+                )
+                % {"error": exc}
             ) from None
         try:
             server = serve(options["metrics_port"], collected, addr=options["metrics_address"])
         except OSError as exc:
             raise CommandError(
-                f"Cannot serve metrics on {options['metrics_address']}:"
-                f"{options['metrics_port']}: {exc}."
+                gettext("Cannot serve metrics on %(address)s:%(port)s: %(error)s.")
+                % {
+                    "address": options["metrics_address"],
+                    "port": options["metrics_port"],
+                    "error": exc,
+                }
             ) from None
         collected.connect()
         worker.on_claim = collected.observe_claim

@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections, router
 from django.utils import dateparse, timezone
 from django.utils.connection import ConnectionDoesNotExist
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from convex_scheduler import clock
 from convex_scheduler.exceptions import SchedulingError
@@ -34,7 +36,8 @@ def state(value: str) -> str:
         if choice.lower() == key:
             return choice
     raise argparse.ArgumentTypeError(
-        f"{value!r} is not a state; choose from {', '.join(State.values)}"
+        gettext("%(value)s is not a state; choose from %(states)s")
+        % {"value": repr(value), "states": ", ".join(State.values)}
     )
 
 
@@ -42,9 +45,14 @@ def limit(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a whole number") % {"value": repr(value)}
+        ) from None
     if not 1 <= number <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIMIT}, not {number}")
+        raise argparse.ArgumentTypeError(
+            gettext("must be from 1 to %(max)d, not %(number)d")
+            % {"max": MAX_LIMIT, "number": number}
+        )
     return number
 
 
@@ -65,10 +73,16 @@ def moment(value: str) -> datetime | date:
             parsed.astimezone(UTC)
             return parsed
     except (ValueError, OverflowError) as exc:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid date or time: {exc}") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a valid date or time: %(error)s")
+            % {"value": repr(value), "error": exc}
+        ) from None
     raise argparse.ArgumentTypeError(
-        f"{value!r} is not an ISO 8601 date or datetime, such as 2026-05-01 or "
-        "2026-05-01T09:30 (naive times are in the current time zone) or 2026-05-01T09:30Z"
+        gettext(
+            "%(value)s is not an ISO 8601 date or datetime, such as 2026-05-01 or "
+            "2026-05-01T09:30 (naive times are in the current time zone) or 2026-05-01T09:30Z"
+        )
+        % {"value": repr(value)}
     )
 
 
@@ -81,10 +95,12 @@ def scheduled_function_id(value: str) -> int:
         pass
     if text.isascii() and text.isdigit() and int(text) > 0:
         raise argparse.ArgumentTypeError(
-            f"{text} is too large to be a scheduled function id (at most {2**63 - 1})"
+            gettext("%(value)s is too large to be a scheduled function id (at most %(max)d)")
+            % {"value": text, "max": 2**63 - 1}
         )
     raise argparse.ArgumentTypeError(
-        f"{value!r} is not a scheduled function id; ids are whole numbers from 1"
+        gettext("%(value)s is not a scheduled function id; ids are whole numbers from 1")
+        % {"value": repr(value)}
     )
 
 
@@ -150,17 +166,22 @@ def _local(value: datetime | None) -> str:
 
 
 class Command(BaseCommand):
-    help = (
+    # Lazy: translated into the language active when the help is shown.
+    help: str = _(  # type: ignore[assignment]
         "List, show and cancel scheduled functions: "
         "'list' the newest (with filters), 'show ID' one in full, 'cancel ID'."
     )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        self.help = str(self.help)  # argparse needs a str
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         common = CommandParser(add_help=False)
         common.add_argument(
             "--database",
             default=None,
-            help="The database alias to use (default: the router's choice for the model).",
+            help=gettext("The database alias to use (default: the router's choice for the model)."),
         )
         subcommands = parser.add_subparsers(
             dest="subcommand", required=True, metavar="{list,show,cancel}"
@@ -169,43 +190,50 @@ class Command(BaseCommand):
         listing = subcommands.add_parser(
             "list",
             parents=[common],
-            help="A table of scheduled functions, newest scheduled time first.",
+            help=gettext("A table of scheduled functions, newest scheduled time first."),
         )
         listing.add_argument(
-            "--state", type=state, help=f"Only this state: {', '.join(State.values)}."
+            "--state",
+            type=state,
+            help=gettext("Only this state: %(states)s.") % {"states": ", ".join(State.values)},
         )
         listing.add_argument(
             "--name",
-            help="Only this function name; a trailing * matches names that start with the rest.",
+            help=gettext(
+                "Only this function name; a trailing * matches names that start with the rest."
+            ),
         )
         listing.add_argument(
             "--since",
             type=moment,
-            help="Only those scheduled at or after this ISO 8601 date or datetime.",
+            help=gettext("Only those scheduled at or after this ISO 8601 date or datetime."),
         )
         listing.add_argument(
             "--until",
             type=moment,
-            help="Only those scheduled before this datetime (a date includes that whole day).",
+            help=gettext(
+                "Only those scheduled before this datetime (a date includes that whole day)."
+            ),
         )
         listing.add_argument(
             "--limit",
             type=limit,
             default=50,
-            help=f"Show at most this many rows, 1 to {MAX_LIMIT} (default: 50).",
+            help=gettext("Show at most this many rows, 1 to %(max)d (default: 50).")
+            % {"max": MAX_LIMIT},
         )
 
         show = subcommands.add_parser(
-            "show", parents=[common], help="Every field of one scheduled function."
+            "show", parents=[common], help=gettext("Every field of one scheduled function.")
         )
-        show.add_argument("id", type=scheduled_function_id, help="Its id.")
+        show.add_argument("id", type=scheduled_function_id, help=gettext("Its id."))
 
         cancel = subcommands.add_parser(
             "cancel",
             parents=[common],
-            help="Cancel one scheduled function, with the rules of scheduler.cancel.",
+            help=gettext("Cancel one scheduled function, with the rules of scheduler.cancel."),
         )
-        cancel.add_argument("id", type=scheduled_function_id, help="Its id.")
+        cancel.add_argument("id", type=scheduled_function_id, help=gettext("Its id."))
 
     def handle(self, *args: Any, **options: Any) -> None:
         subcommand = options["subcommand"]
@@ -226,12 +254,16 @@ class Command(BaseCommand):
         except ConnectionDoesNotExist:
             known = ", ".join(repr(name) for name in connections)
             raise CommandError(
-                f"--database {using!r} is not in DATABASES (known: {known})."
+                gettext("--database %(alias)s is not in DATABASES (known: %(known)s).")
+                % {"alias": repr(using), "known": known}
             ) from None
         if ScheduledFunction._meta.db_table not in connection.introspection.table_names():
             raise CommandError(
-                f"Database {using!r} has no scheduled functions table; "
-                "run `python manage.py migrate` first."
+                gettext(
+                    "Database %(alias)s has no scheduled functions table; "
+                    "run `python manage.py migrate` first."
+                )
+                % {"alias": repr(using)}
             )
         return using
 
@@ -254,7 +286,7 @@ class Command(BaseCommand):
         if isinstance(until, date) and not isinstance(until, datetime):
             until = None if until == date.max else _start_of(until + timedelta(days=1))
         if since is not None and until is not None and since >= until:
-            raise CommandError("--since must be earlier than --until.")
+            raise CommandError(gettext("--since must be earlier than --until."))
         if since is not None:
             rows = rows.filter(scheduled_time__gte=since)
         if until is not None:
@@ -320,7 +352,7 @@ class Command(BaseCommand):
     def _show(self, using: str, pk: int) -> None:
         row = ScheduledFunction.objects.using(using).filter(pk=pk).first()
         if row is None:
-            raise CommandError(f"no scheduled function with id {pk}")
+            raise CommandError(gettext("no scheduled function with id %(id)d") % {"id": pk})
         fields = [
             field
             for field in ScheduledFunction._meta.concrete_fields
@@ -358,7 +390,7 @@ class Command(BaseCommand):
         rows = ScheduledFunction.objects.using(using).filter(pk=pk)
         before = rows.values_list("state", "name", "kind").first()
         if before is None:
-            raise CommandError(f"no scheduled function with id {pk}")
+            raise CommandError(gettext("no scheduled function with id %(id)d") % {"id": pk})
         previous, name, kind = before
         label = f"scheduled function {pk} ({_printable(name)})"
         if previous in FINISHED_STATES:

@@ -10,6 +10,8 @@ from typing import Any, NoReturn
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, router
 from django.db.models.functions import Now
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from convex_scheduler.models import ScheduledFunction, SchedulerWorker
 
@@ -22,9 +24,13 @@ def seconds(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a number of seconds") % {"value": repr(value)}
+        ) from None
     if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be a finite number, 0 or more")
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s must be a finite number, 0 or more") % {"value": repr(value)}
+        )
     return number
 
 
@@ -33,9 +39,13 @@ def count(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s is not a whole number") % {"value": repr(value)}
+        ) from None
     if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
+        raise argparse.ArgumentTypeError(
+            gettext("%(value)s must be 0 or more") % {"value": repr(value)}
+        )
     return number
 
 
@@ -66,12 +76,17 @@ def measure(using: str) -> Health:
 
 
 class Command(BaseCommand):
-    help = (
+    # Lazy: translated into the language active when the help is shown.
+    help: str = _(  # type: ignore[assignment]
         "Check the scheduler for a liveness or readiness probe: exit 0 when the oldest due "
         "function has waited at most --max-lag seconds and at least --min-workers workers are "
         "alive, else 1; either way print one line saying why."
     )
     requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        self.help = str(self.help)  # argparse needs a str
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -79,27 +94,34 @@ class Command(BaseCommand):
             type=seconds,
             default=None,
             metavar="SECONDS",
-            help="Unhealthy when the oldest due function has waited longer than this "
-            "(default: not checked).",
+            help=gettext(
+                "Unhealthy when the oldest due function has waited longer than this "
+                "(default: not checked)."
+            ),
         )
         parser.add_argument(
             "--min-workers",
             type=count,
             default=0,
             metavar="N",
-            help="Unhealthy when fewer workers than this are alive (default: 0).",
+            help=gettext("Unhealthy when fewer workers than this are alive (default: 0)."),
         )
         parser.add_argument(
             "--database",
             default=None,
             metavar="ALIAS",
-            help="The database alias to read (default: the router's for scheduled functions).",
+            help=gettext(
+                "The database alias to read (default: the router's for scheduled functions)."
+            ),
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"] or router.db_for_write(ScheduledFunction)
         if using not in connections:
-            raise CommandError(f"--database {using!r} is not in DATABASES.", returncode=2)
+            raise CommandError(
+                gettext("--database %(alias)s is not in DATABASES.") % {"alias": repr(using)},
+                returncode=2,
+            )
         try:
             health = measure(using)
         except DatabaseError as exc:

@@ -64,7 +64,7 @@ from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext, ngettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import clock, crons
@@ -460,7 +460,7 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
     def completed_at(self, obj: ScheduledFunction) -> str | None:
         return _when(obj.completed_time)
 
-    @admin.display(description=_("run time"))
+    @admin.display(description=pgettext_lazy("how long a run took", "run time"))
     def run_time(self, obj: ScheduledFunction) -> str | None:
         """From start to finish, for a finished function that started."""
         if obj.started_time is None or obj.completed_time is None:

@@ -181,7 +181,7 @@ def _too_large(limit: int) -> NoReturn:
 
 
 def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
+    raise ValueError(_("%(name)s is not a JSON number") % {"name": name})
 
 
 class BoundedJSONParser(BaseParser):

@@ -1,5 +1,7 @@
-"""The functions the benchmark schedules: no-ops, and a probe that records when it started."""
+"""The functions the benchmark schedules: no-ops, I/O-bound actions, and a probe that
+records when it started."""
 
+import asyncio
 import time
 
 from convex_scheduler import action, mutation
@@ -23,3 +25,20 @@ def probe(ctx, sample: int) -> None:
     # NTP step can move it between the scheduling commit and this line.
     started = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     Probe.objects.create(sample=sample, started_ns=started)
+
+
+@action
+async def sleep_async_action(ctx) -> None:
+    # I/O-bound: waits 100 ms the way an HTTP call would, without a thread.
+    await asyncio.sleep(0.1)
+
+
+@action
+def sleep_sync_action(ctx) -> None:
+    # I/O-bound in a sync action: holds its thread for 100 ms.
+    time.sleep(0.1)
+
+
+@mutation
+def cron_tick(ctx) -> None:
+    """What the benchmark's run-time crons run (those that tick during a run at all)."""

@@ -1,4 +1,5 @@
-"""Settings for the benchmark project (ours and, with ``BENCH_TARGET=peer``, django-tasks-db).
+"""Settings for the benchmark project: ours, and with ``BENCH_TARGET=peer``
+django-tasks-db, with ``BENCH_TARGET=procrastinate`` Procrastinate (PostgreSQL only).
 
 The database comes from ``DATABASE_URL``. Both targets use the same database
 options, so what differs between them is the queue, not the storage:
@@ -47,6 +48,12 @@ DATABASES = {"default": default}
 if TARGET == "peer":
     INSTALLED_APPS = ["django_tasks", "django_tasks_db", "peerapp"]
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+elif TARGET == "procrastinate":
+    # Procrastinate's documented Django integration: its app (migrations,
+    # ``manage.py procrastinate worker``) and tasks autodiscovered from
+    # ``procrastapp/tasks.py``. Its worker opens its own psycopg pool from
+    # these database settings.
+    INSTALLED_APPS = ["procrastinate.contrib.django", "procrastapp"]
 else:
     INSTALLED_APPS = ["convex_scheduler", "benchapp"]
 

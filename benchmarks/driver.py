@@ -7,7 +7,8 @@ stdout, ``BENCH-RESULT <json>``.
 
 Workers are always real Django subprocesses of the same interpreter, started,
 stopped and reaped by the test suite's harness (``tests/harness.py``):
-``runscheduler`` for ours, ``db_worker`` for django-tasks-db.
+``runscheduler`` for ours, ``db_worker`` for django-tasks-db, ``procrastinate
+worker`` for Procrastinate (``BENCH_TARGET=procrastinate``, PostgreSQL only).
 """
 
 from __future__ import annotations
@@ -69,13 +70,13 @@ class Ours:
 
         from convex_scheduler import scheduler
         from convex_scheduler.conf import scheduler_settings
-        from convex_scheduler.models import ScheduledFunction, SchedulerWorker
+        from convex_scheduler.models import CronJob, ScheduledFunction, SchedulerWorker
 
         self.functions = functions
         self.scheduler = scheduler
         self.Model = ScheduledFunction
         self.Probe = Probe
-        self.tables = [ScheduledFunction, SchedulerWorker, Probe]
+        self.tables = [ScheduledFunction, SchedulerWorker, CronJob, Probe]
         try:  # the interval in force may depend on the database
             from convex_scheduler.conf import poll_interval_for
 
@@ -84,22 +85,36 @@ class Ours:
             self.poll_interval = float(scheduler_settings.POLL_INTERVAL)
 
     def schedule(self, kind: str = "mutation") -> None:
-        fn = self.functions.noop_action if kind == "action" else self.functions.noop_mutation
+        fn = {
+            "action": self.functions.noop_action,
+            "sleep_async": self.functions.sleep_async_action,
+            "sleep_sync": self.functions.sleep_sync_action,
+        }.get(kind, self.functions.noop_mutation)
         self.scheduler.run_after(0, fn)
 
-    def worker_command(self, *, burst: bool) -> list[str]:
-        return ["runscheduler", "--burst"] if burst else ["runscheduler"]
+    def worker_command(self, *, burst: bool, concurrency: int | None = None) -> list[str]:
+        command = ["runscheduler", "--burst"] if burst else ["runscheduler"]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
+        return command
+
+    def _measured(self):
+        # The runs of crons (the crons workload's every-minute ones) are not
+        # part of the count being drained; they are reported on their own.
+        return self.Model.objects.filter(cron__isnull=True)
 
     def pending(self) -> int:
-        return self.Model.objects.filter(state__in=("pending", "inProgress")).count()
+        return self._measured().filter(state__in=("pending", "inProgress")).count()
 
     def finished_stats(self) -> dict:
         from django.db.models import Count, Max, Min
 
-        row = self.Model.objects.filter(state="success").aggregate(
-            n=Count("id"), first=Min("completed_time"), last=Max("completed_time")
+        row = (
+            self._measured()
+            .filter(state="success")
+            .aggregate(n=Count("id"), first=Min("completed_time"), last=Max("completed_time"))
         )
-        failed = self.Model.objects.exclude(state__in=("success", "pending")).count()
+        failed = self._measured().exclude(state__in=("success", "pending")).count()
         return {"succeeded": row["n"], "other": failed, "first": row["first"], "last": row["last"]}
 
     def start_probe(self, sample: int):
@@ -128,9 +143,15 @@ class Peer:
         self.poll_interval = PEER_POLL_INTERVAL
 
     def schedule(self, kind: str = "task") -> None:
-        self.tasks.noop.enqueue()
+        {
+            "sleep_async": self.tasks.sleep_async,
+            "sleep_sync": self.tasks.sleep_sync,
+        }.get(kind, self.tasks.noop).enqueue()
 
-    def worker_command(self, *, burst: bool) -> list[str]:
+    def worker_command(self, *, burst: bool, concurrency: int | None = None) -> list[str]:
+        # db_worker runs one task at a time: it has no concurrency to set.
+        if concurrency not in (None, 1):
+            raise ValueError("django-tasks-db's db_worker has no --concurrency")
         command = ["db_worker", "--no-startup-delay", "--no-reload"]
         if burst:
             command.append("--batch")
@@ -161,7 +182,61 @@ class Peer:
         return True
 
 
+class Procrastinate:
+    """Procrastinate through its Django integration (PostgreSQL only)."""
+
+    name = "procrastinate"
+    tables: list = []
+    #: Its tables, emptied with one TRUNCATE (events and workers refer to jobs).
+    truncate = [
+        "procrastinate_jobs",
+        "procrastinate_events",
+        "procrastinate_periodic_defers",
+        "procrastinate_workers",
+    ]
+    poll_interval = 5.0  # its --fetch-job-polling-interval default; LISTEN/NOTIFY on top
+
+    def __init__(self) -> None:
+        from procrastapp import tasks
+        from procrastinate.contrib.django.models import ProcrastinateEvent, ProcrastinateJob
+
+        self.tasks = tasks
+        self.Model = ProcrastinateJob
+        self.Event = ProcrastinateEvent
+
+    def schedule(self, kind: str = "task") -> None:
+        {
+            "sleep_async": self.tasks.sleep_async,
+            "sleep_sync": self.tasks.sleep_sync,
+        }.get(kind, self.tasks.noop).defer()
+
+    def worker_command(self, *, burst: bool, concurrency: int | None = None) -> list[str]:
+        # --one-shot: stop once no job is left (its documented burst mode).
+        command = ["procrastinate", "worker"]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
+        if burst:
+            command.append("--one-shot")
+        return command
+
+    def pending(self) -> int:
+        return self.Model.objects.filter(status__in=("todo", "doing")).count()
+
+    def finished_stats(self) -> dict:
+        from django.db.models import Count, Max, Min
+
+        n = self.Model.objects.filter(status="succeeded").aggregate(n=Count("id"))["n"]
+        row = self.Event.objects.filter(type="succeeded").aggregate(first=Min("at"), last=Max("at"))
+        other = self.Model.objects.exclude(status__in=("succeeded", "todo")).count()
+        return {"succeeded": n, "other": other, "first": row["first"], "last": row["last"]}
+
+    def worker_ready(self) -> bool:
+        return True
+
+
 def target():
+    if TARGET == "procrastinate":
+        return Procrastinate()
     return Peer() if TARGET == "peer" else Ours()
 
 
@@ -176,6 +251,8 @@ def vendor() -> str:
 def clear(t) -> None:
     """Empty the target's tables between workloads."""
     with connection.cursor() as cursor:
+        if getattr(t, "truncate", None):
+            cursor.execute(f"TRUNCATE TABLE {', '.join(t.truncate)} CASCADE")
         for model in t.tables:
             table = connection.ops.quote_name(model._meta.db_table)
             if vendor() in ("postgresql", "mysql"):
@@ -217,10 +294,12 @@ def preschedule(t, count: int, kind: str, chunk: int = 1000) -> float:
     return time.perf_counter() - started
 
 
-def start_workers(t, n: int, *, burst: bool, label: str) -> list[harness.Worker]:
+def start_workers(
+    t, n: int, *, burst: bool, label: str, concurrency: int | None = None
+) -> list[harness.Worker]:
     return [
         harness.start(
-            *t.worker_command(burst=burst),
+            *t.worker_command(burst=burst, concurrency=concurrency),
             settings=os.environ["DJANGO_SETTINGS_MODULE"],
             cwd=HERE,
             pythonpath=[HERE, REPO],
@@ -238,6 +317,50 @@ def wait_all(processes: list[harness.Worker], timeout: float) -> list[int]:
         for process in processes:
             process.kill_now()
         raise TimeoutError(f"workers still running after {timeout:.0f}s") from None
+
+
+def wait_watching(
+    t, processes: list[harness.Worker], *, count: int, timeout: float, exit_grace: float
+) -> tuple[list[int], float | None, str | None]:
+    """Like :func:`wait_all`, also watching the table: when every function has
+    finished and the workers are still running ``exit_grace`` seconds later,
+    they are killed and that is reported, instead of waiting out ``timeout``.
+
+    Returns the exit codes, when all functions were seen finished (seconds
+    from the start, to 0.25 s), and the problem if the workers had to be killed.
+    """
+    began = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    done_at = None
+    last_check = 0.0
+    while any(process.poll() is None for process in processes):
+        now = time.monotonic()
+        if now > deadline:
+            for process in processes:
+                process.kill_now()
+            raise TimeoutError(f"workers still running after {timeout:.0f}s")
+        if now - last_check >= 0.25:
+            last_check = now
+            try:
+                if done_at is None and t.pending() == 0:
+                    stats = t.finished_stats()
+                    finished = stats["succeeded"] + stats["other"]
+                    done_at = time.perf_counter() - began if finished >= count else None
+            except Exception:  # e.g. the server has no connection left for us
+                pass
+            finally:
+                connections.close_all()
+        if done_at is not None and time.perf_counter() - began - done_at > exit_grace:
+            for process in processes:
+                process.kill_now()
+            return (
+                [process.wait() for process in processes],
+                done_at,
+                f"every function had finished after {done_at:.1f}s, but the worker had not "
+                f"exited {exit_grace:.0f}s later (killed)",
+            )
+        time.sleep(0.05)
+    return [process.returncode for process in processes], done_at, None
 
 
 def rss_kb(pid: int) -> dict:
@@ -269,20 +392,44 @@ def drain(
     label: str,
     timeout: float,
     measure_startup: bool = False,
+    concurrency: int | None = None,
+    keep: bool = False,
+    exit_grace: float | None = None,
 ) -> dict:
-    """Pre-scheduled ``count`` no-ops are drained by ``workers`` burst processes."""
-    clear(t)
+    """Pre-scheduled ``count`` functions are drained by ``workers`` burst processes.
+
+    ``keep``: do not empty the tables first (the crons workload sets them up).
+    ``exit_grace``: watch the table while draining, and stop a worker that has
+    not exited that many seconds after the last function finished.
+    """
+    if not keep:
+        clear(t)
     empty_run = None
     if measure_startup:
         # Process start-up and exit (interpreter, Django, connection) on its own,
         # on the empty table, to tell it apart from the draining.
         started = time.perf_counter()
-        wait_all(start_workers(t, workers, burst=True, label=f"{label}-empty"), 120)
+        wait_all(
+            start_workers(t, workers, burst=True, label=f"{label}-empty", concurrency=concurrency),
+            120,
+        )
         empty_run = time.perf_counter() - started
     schedule_seconds = preschedule(t, count, kind)
-    log(f"scheduled {count} {kind}s in {schedule_seconds:.1f}s; draining with {workers} worker(s)")
+    at = f" at concurrency {concurrency}" if concurrency else ""
+    log(
+        f"scheduled {count} {kind}s in {schedule_seconds:.1f}s; "
+        f"draining with {workers} worker(s){at}"
+    )
     started = time.perf_counter()
-    codes = wait_all(start_workers(t, workers, burst=True, label=label), timeout)
+    started_wall = datetime.now(UTC)
+    processes = start_workers(t, workers, burst=True, label=label, concurrency=concurrency)
+    done_at = stuck = None
+    if exit_grace is None:
+        codes = wait_all(processes, timeout)
+    else:
+        codes, done_at, stuck = wait_watching(
+            t, processes, count=count, timeout=timeout, exit_grace=exit_grace
+        )
     elapsed = time.perf_counter() - started
     stats = t.finished_stats()
     pending = t.pending()
@@ -291,6 +438,7 @@ def drain(
         "count": count,
         "workers": workers,
         "kind": kind,
+        "concurrency": concurrency,
         "seconds": elapsed,
         "rate": count / elapsed,
         "empty_run_seconds": empty_run,
@@ -299,12 +447,18 @@ def drain(
         "not_succeeded": stats["other"],
         "left_pending": pending,
     }
+    if done_at is not None:
+        result["all_finished_seconds"] = done_at
     if stats["first"] and stats["last"] and stats["succeeded"] > 1:
         span = (stats["last"] - stats["first"]).total_seconds()
         if span > 0:
             result["steady_rate"] = (stats["succeeded"] - 1) / span
-    problems = []
-    if any(codes):
+        # Where the time went: start-up until the first completion, and the
+        # exit after the last one (wall clock of this machine, shared).
+        result["first_done_after_s"] = (stats["first"] - started_wall).total_seconds()
+        result["exit_after_last_s"] = elapsed - (stats["last"] - started_wall).total_seconds()
+    problems = [stuck] if stuck else []
+    if any(codes) and not stuck:
         problems.append(f"worker exit codes {codes}")
     if pending:
         problems.append(f"{pending} left pending")
@@ -385,6 +539,11 @@ def cmd_info(args) -> dict:
 
         info["django_tasks_db"] = version("django-tasks-db")
         info["django_tasks"] = version("django-tasks")
+    elif TARGET == "procrastinate":
+        from importlib.metadata import version
+
+        info["procrastinate"] = version("procrastinate")
+        info["psycopg"] = version("psycopg")
     else:
         import convex_scheduler
 
@@ -450,6 +609,8 @@ def cmd_schedule(args) -> dict:
 def cmd_dispatch(args) -> dict:
     t = target()
     label = f"{args.label}-dispatch-{args.kind}-{args.workers}w"
+    if args.concurrency:
+        label += f"-c{args.concurrency}"
     return drain(
         t,
         count=args.count,
@@ -458,7 +619,113 @@ def cmd_dispatch(args) -> dict:
         label=label,
         timeout=args.timeout,
         measure_startup=args.measure_startup,
+        concurrency=args.concurrency,
+        exit_grace=args.exit_grace,
     )
+
+
+def cmd_crons(args) -> dict:
+    """Mutation dispatch with ``crons`` run-time crons in the table against none, interleaved.
+
+    Pairs of runs, the order alternating (with/without, then without/with,
+    ...) so that a drift in the machine's speed favours neither side. Before
+    a run with crons, the crons are created through the public API
+    (``crons.register``, 1,000 per transaction); all but ``every_minute`` of
+    them are yearly, on a day months away, so the worker has to look past
+    them on every poll without running them; the ``every_minute`` others
+    (``* * * * *``) tick as a real installation's would, their runs (a no-op
+    mutation) counted apart. Both sides are analyzed before the drain.
+    """
+    from convex_scheduler import crons
+    from convex_scheduler.models import CronJob
+
+    t = target()
+    now = datetime.now(UTC)
+    # A month six months away: the yearly crons cannot come due during the run.
+    month = (now.month + 5) % 12 + 1
+
+    def make_crons() -> float:
+        started = time.perf_counter()
+        done = 0
+        while done < args.crons:
+            with transaction.atomic():
+                for i in range(done, min(done + 1000, args.crons)):
+                    if i < args.every_minute:
+                        spec = "* * * * *"
+                    else:
+                        spec = f"{i % 60} {(i // 60) % 24} {1 + (i // 1440) % 28} {month} *"
+                    crons.register(f"bench-{i:06d}", t.functions.cron_tick, cron=spec)
+            done = min(done + 1000, args.crons)
+        seconds = time.perf_counter() - started
+        connections.close_all()
+        return seconds
+
+    runs: list[dict] = []
+    for pair in range(args.pairs):
+        order = (True, False) if pair % 2 == 0 else (False, True)
+        for with_crons in order:
+            clear(t)
+            register_seconds = make_crons() if with_crons else None
+            present = CronJob.objects.count()
+            due_now = CronJob.objects.due(datetime.now(UTC)).count()
+            analyze(t)
+            side = "with" if with_crons else "without"
+            log(
+                f"pair {pair + 1}/{args.pairs}, {side} crons: {present} crons "
+                f"({due_now} due now)"
+                + (f", registered in {register_seconds:.1f}s" if register_seconds else "")
+            )
+            result = drain(
+                t,
+                count=args.count,
+                kind="mutation",
+                workers=1,
+                label=f"{args.label}-crons-{pair}-{side}",
+                timeout=args.timeout,
+                keep=True,
+            )
+            result.update(
+                pair=pair,
+                with_crons=with_crons,
+                crons_present=present,
+                register_seconds=register_seconds,
+                cron_runs=t.Model.objects.filter(cron__isnull=False).count(),
+            )
+            connections.close_all()
+            runs.append(result)
+    clear(t)
+    out: dict = {
+        "count": args.count,
+        "crons": args.crons,
+        "every_minute": args.every_minute,
+        "pairs": args.pairs,
+        "runs": runs,
+    }
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        out["error"] = "; ".join(errors)
+        return out
+    ratios, steady = [], []
+    for pair in range(args.pairs):
+        a = next(r for r in runs if r["pair"] == pair and r["with_crons"])
+        b = next(r for r in runs if r["pair"] == pair and not r["with_crons"])
+        ratios.append(a["rate"] / b["rate"])
+        if "steady_rate" in a and "steady_rate" in b:
+            steady.append(a["steady_rate"] / b["steady_rate"])
+    out["ratios"] = ratios
+    out["ratio"] = statistics.median(ratios)
+    if steady:
+        out["steady_ratios"] = steady
+        out["steady_ratio"] = statistics.median(steady)
+    out["rate_with"] = statistics.median(r["rate"] for r in runs if r["with_crons"])
+    out["rate_without"] = statistics.median(r["rate"] for r in runs if not r["with_crons"])
+    out["cron_runs"] = sum(r["cron_runs"] for r in runs)
+    log(
+        f"with/without crons: median {out['ratio']:.3f}x "
+        f"(pairs {', '.join(f'{x:.3f}' for x in ratios)}); "
+        f"{out['rate_with']:.0f}/s vs {out['rate_without']:.0f}/s"
+    )
+    return out
 
 
 def cmd_latency(args) -> dict:
@@ -790,9 +1057,25 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p = sub.add_parser("dispatch")
     p.add_argument("--count", type=int, default=10_000)
-    p.add_argument("--kind", default="mutation", choices=("mutation", "action", "task"))
+    p.add_argument(
+        "--kind",
+        default="mutation",
+        choices=("mutation", "action", "task", "sleep_async", "sleep_sync"),
+    )
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument(
+        "--exit-grace",
+        type=float,
+        default=None,
+        help="watch the table; kill workers still running this long after all finished",
+    )
     p.add_argument("--measure-startup", action="store_true")
+    p = sub.add_parser("crons")
+    p.add_argument("--count", type=int, default=10_000)
+    p.add_argument("--crons", type=int, default=10_000)
+    p.add_argument("--every-minute", type=int, default=5)
+    p.add_argument("--pairs", type=int, default=3)
     p = sub.add_parser("latency")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--warmup", type=int, default=3)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The benchmark suite of convex_scheduler, side by side with django-tasks-db.
+"""The benchmark suite of convex_scheduler, side by side with django-tasks-db and
+(on PostgreSQL) Procrastinate.
 
     python benchmarks/run.py [--databases sqlite,postgresql,mysql] [--quick]
                              [--json out.json] [--write-docs]
@@ -7,7 +8,8 @@
 Only the standard library is used here. The measurements themselves run in
 ``driver.py`` under two interpreters: ours (``--python``, else the repository's
 ``.venv``, which ``scripts/test`` makes, else this interpreter) and the peer's
-(``benchmarks/.venv-peers`` with django-tasks-db, created on first use). See
+(``benchmarks/.venv-peers`` with django-tasks-db and Procrastinate, created on
+first use). See
 ``benchmarks/README.md``.
 """
 
@@ -30,7 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-VAR = HERE / "var"
+# BENCH_VAR_DIR: another directory for the SQLite files, logs, results and the
+# run lock (e.g. a smoke run on SQLite while a PostgreSQL run holds the lock).
+VAR = Path(os.environ.get("BENCH_VAR_DIR") or HERE / "var").resolve()
 DOCS = REPO / "docs"
 DRIVER = HERE / "driver.py"
 
@@ -42,6 +46,7 @@ DEFAULT_URLS = {
     "postgresql": {
         "ours": "postgres://postgres@127.0.0.1:5432/convex_bench",
         "peer": "postgres://postgres@127.0.0.1:5432/convex_bench_peer",
+        "procrastinate": "postgres://postgres@127.0.0.1:5432/convex_bench_procrastinate",
     },
     "mysql": {
         "ours": "mysql://root@127.0.0.1:3306/convex_bench",
@@ -49,8 +54,29 @@ DEFAULT_URLS = {
     },
 }
 DB_TITLES = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
-PEER_REQUIREMENTS = ["django-tasks-db", "django-tasks", "psycopg[binary]", "dj-database-url"]
-WORKLOADS = ("schedule", "dispatch", "latency", "memory", "scale")
+PEER_REQUIREMENTS = [
+    "django-tasks-db",
+    "django-tasks",
+    "procrastinate",
+    "psycopg[binary]",
+    "psycopg-pool",
+    "dj-database-url",
+]
+WORKLOADS = ("schedule", "dispatch", "latency", "memory", "scale", "crons", "actions", "io")
+#: What each system drains in the I/O-bound workload, and at which concurrencies
+#: (one worker process each): ours runs async actions on --concurrency 500 and
+#: sync ones on 50; db_worker runs one task at a time (async ones too);
+#: Procrastinate's is tried at several. The best of each is reported.
+IO_PLAN = (
+    ("async", "ours", "sleep_async", (500,)),
+    ("async", "peer", "sleep_async", (1,)),
+    ("async", "procrastinate", "sleep_async", (50, 200, 500)),
+    ("sync", "ours", "sleep_sync", (50,)),
+    ("sync", "procrastinate", "sleep_sync", (50,)),
+)
+#: A worker still running this long after its last function finished is
+#: stopped and reported (the actions and I/O workloads watch the table).
+EXIT_GRACE = 30
 
 FULL = {
     "schedule_count": 2000,
@@ -62,6 +88,13 @@ FULL = {
     "scale_finished": 1_000_000,
     "scale_future": 100_000,
     "scale_count": 10_000,
+    "crons_count": 10_000,
+    "crons_total": 10_000,
+    "crons_every_minute": 5,
+    "crons_pairs": 3,
+    "actions_count": 5_000,
+    "actions_concurrency": [1, 10, 50],
+    "io_count": 2_000,
 }
 QUICK = {
     "schedule_count": 200,
@@ -73,6 +106,13 @@ QUICK = {
     "scale_finished": 0,
     "scale_future": 0,
     "scale_count": 0,
+    "crons_count": 300,
+    "crons_total": 1_000,
+    "crons_every_minute": 5,
+    "crons_pairs": 2,
+    "actions_count": 200,
+    "actions_concurrency": [1, 10, 50],
+    "io_count": 50,
 }
 
 
@@ -285,6 +325,63 @@ def run_database(db: str, drivers: dict[str, Driver | None], params: dict, args)
                 "--future",
                 str(params["scale_future"]),
             )
+        if "crons" in wanted:
+            measure(
+                "crons.ours",
+                "ours",
+                "--timeout",
+                timeout,
+                "crons",
+                "--count",
+                str(params["crons_count"]),
+                "--crons",
+                str(params["crons_total"]),
+                "--every-minute",
+                str(params["crons_every_minute"]),
+                "--pairs",
+                str(params["crons_pairs"]),
+            )
+        if "actions" in wanted:
+            count = params["actions_count"]
+            for c in params["actions_concurrency"]:
+                for name in ("ours", "peer", "procrastinate"):
+                    if name == "peer" and c != 1:
+                        continue  # db_worker has no concurrency
+                    measure(
+                        f"actions.{c}.{name}",
+                        name,
+                        "--timeout",
+                        str(max(600, count / 5)),
+                        "dispatch",
+                        "--count",
+                        str(count),
+                        "--kind",
+                        "action" if name == "ours" else "task",
+                        "--concurrency",
+                        str(c),
+                        "--exit-grace",
+                        str(EXIT_GRACE),
+                    )
+        if "io" in wanted:
+            count = params["io_count"]
+            for mode, name, kind, levels in IO_PLAN:
+                for c in levels:
+                    floor = count * 0.1 / c
+                    measure(
+                        f"io.{mode}.{c}.{name}",
+                        name,
+                        "--timeout",
+                        str(round(max(300, 2 * floor + 120))),
+                        "dispatch",
+                        "--count",
+                        str(count),
+                        "--kind",
+                        kind,
+                        "--concurrency",
+                        str(c),
+                        "--exit-grace",
+                        str(EXIT_GRACE),
+                    )
     finally:
         if not args.keep_databases:
             for driver in live.values():
@@ -459,6 +556,34 @@ def database_rows(db: str, data: dict) -> list[list[str]]:
         label = f"... with {fin or 0:,} finished + {fut or 0:,} future rows"
         rows.append([label, fmt_rate(full) if full else "error", "", ""])
         rows.append(["  full / empty", fmt_ratio(full, empty), "", ""])
+    if "crons.ours" in r:
+        c = r["crons.ours"]
+        n, pairs = c.get("crons") or 0, c.get("pairs") or 0
+        rows.append(
+            [
+                f"mutations, 1 worker, no crons (median of {pairs})",
+                cell(r, "crons.ours", "rate_without", fmt_rate),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                f"... with {n:,} run-time crons (median of {pairs})",
+                cell(r, "crons.ours", "rate_with", fmt_rate),
+                "",
+                "",
+            ]
+        )
+        ratio = c.get("ratio")
+        rows.append(
+            [
+                f"  with / without crons (median of {pairs} interleaved pairs)",
+                "error" if ratio is None else f"{ratio:.3f}x",
+                "",
+                "",
+            ]
+        )
     if "memory.ours" in r:
         m = r["memory.ours"]
         if m.get("rss_first_kb") is None:
@@ -467,6 +592,101 @@ def database_rows(db: str, data: dict) -> list[list[str]]:
             rows.append([f"worker RSS after {m['first']:,}", fmt_mib(m["rss_first_kb"]), "", ""])
             rows.append([f"worker RSS after {m['total']:,}", fmt_mib(m["rss_total_kb"]), "", ""])
             rows.append(["  growth", f"{m['growth_mb']:+.1f} MiB", "", ""])
+    return rows
+
+
+def _levels(r: dict, prefix: str, name: str) -> list[tuple[int, dict]]:
+    """The results ``<prefix>.<concurrency>.<name>``, by concurrency."""
+    found = []
+    for key, value in r.items():
+        parts = key.split(".")
+        if key.startswith(prefix + ".") and parts[-1] == name and parts[-2].isdigit():
+            found.append((int(parts[-2]), value))
+    return sorted(found, key=lambda item: item[0])
+
+
+def best_of(r: dict, prefix: str, name: str, field: str, *, lower: bool = False):
+    """(value, concurrency) of the best successful run, else (None, None)."""
+    runs = [(v[field], c) for c, v in _levels(r, prefix, name) if "error" not in v and field in v]
+    if not runs:
+        return None, None
+    return min(runs) if lower else max(runs)
+
+
+def action_header(data: dict) -> list[str]:
+    header = ["measurement", "convex_scheduler", "django-tasks-db"]
+    if _has_procrastinate(data):
+        header.append("Procrastinate")
+    header.append("ours / django-tasks-db")
+    if _has_procrastinate(data):
+        header.append("ours / Procrastinate")
+    return header
+
+
+def _has_procrastinate(data: dict) -> bool:
+    return any(key.endswith(".procrastinate") for key in data["results"]) or (
+        "procrastinate" in data.get("skipped", {})
+    )
+
+
+def action_rows(data: dict, params: dict) -> list[list[str]]:
+    """Rows of the actions table: each system, and ours' ratio to each peer."""
+    r = data["results"]
+    with_procrastinate = _has_procrastinate(data)
+    names = ["ours", "peer"] + (["procrastinate"] if with_procrastinate else [])
+    rows: list[list[str]] = []
+
+    def row(label: str, cells: dict[str, str], values: dict[str, float | None]):
+        out = [label] + [cells.get(n, "") for n in names]
+        for other in names[1:]:
+            out.append(fmt_ratio(values.get("ours"), values.get(other)))
+        rows.append(out)
+
+    levels = sorted(
+        {c for key in r if key.startswith("actions.") for c in [key.split(".")[1]]}, key=int
+    )
+    count = params.get("actions_count", 0)
+    for c in levels:
+        cells, values = {}, {}
+        for name in names:
+            key = f"actions.{c}.{name}"
+            if key in r:
+                cells[name] = cell(r, key, "rate", fmt_rate)
+                values[name] = get(r, key, "rate")
+        if cells:
+            note = " (db_worker: always 1)" if c == "1" else ""
+            row(f"{count:,} no-op actions, 1 worker, concurrency {c}{note}", cells, values)
+    if levels:
+        cells, values = {}, {}
+        for name in names:
+            rate, c = best_of(r, "actions", name, "rate")
+            if _levels(r, "actions", name):
+                cells[name] = "error" if rate is None else f"{fmt_rate(rate)} (c={c})"
+                values[name] = rate
+        row("  best concurrency", cells, values)
+    io_count = params.get("io_count", 0)
+    for mode, label in (
+        ("async", f"{io_count:,} I/O-bound async actions (await asyncio.sleep(0.1))"),
+        ("sync", f"{io_count:,} I/O-bound sync actions (time.sleep(0.1))"),
+    ):
+        cells, values = {}, {}
+        for name in names:
+            runs = _levels(r, f"io.{mode}", name)
+            if not runs:
+                continue
+            seconds, c = best_of(r, f"io.{mode}", name, "seconds", lower=True)
+            values[name] = seconds
+            if seconds is not None:
+                cells[name] = f"{seconds:.2f} s (c={c})"
+                continue
+            # Every run failed: say how, with the concurrency it was run at.
+            c, value = runs[-1]
+            done = value.get("all_finished_seconds")
+            cells[name] = (
+                f"all done {done:.2f} s, no exit (c={c})" if done is not None else f"error (c={c})"
+            )
+        if cells:
+            row(label + ", 1 worker, drained in", cells, values)
     return rows
 
 
@@ -509,13 +729,24 @@ def evaluate_targets(report: dict) -> list[dict]:
                 None if ours is None or not peer else ours / peer >= 4,
             )
         if db == "postgresql":
-            add(
-                db,
-                "no-op mutations, 1 worker, vs Procrastinate concurrency 1",
-                "≥ 3x 310/s = 930/s (issue 5's figure, not re-measured)",
-                fmt_rate(ours),
-                None if ours is None else ours >= 930,
-            )
+            procrastinate_1 = get(r, "actions.1.procrastinate", "rate")
+            if procrastinate_1 is not None:
+                add(
+                    db,
+                    "no-op mutations, 1 worker, vs Procrastinate concurrency 1",
+                    "≥ 3x (Procrastinate's no-op tasks, this run)",
+                    fmt_ratio(ours, procrastinate_1)
+                    + f" ({fmt_rate(ours)} vs {fmt_rate(procrastinate_1)})",
+                    None if ours is None else ours >= 3 * procrastinate_1,
+                )
+            else:
+                add(
+                    db,
+                    "no-op mutations, 1 worker, vs Procrastinate concurrency 1",
+                    "≥ 3x 310/s = 930/s (issue 5's figure, not re-measured)",
+                    fmt_rate(ours),
+                    None if ours is None else ours >= 930,
+                )
             two = get(r, "dispatch.mutation.2.ours", "rate")
             add(
                 db,
@@ -575,6 +806,68 @@ def evaluate_targets(report: dict) -> list[dict]:
                 )
             else:
                 add(db, label, "within 20% (≥ 0.80x)", "error", None)
+        crons = r.get("crons.ours")
+        if crons:
+            ratio = crons.get("ratio")
+            pairs = ", ".join(f"{x:.3f}" for x in crons.get("ratios", []))
+            add(
+                db,
+                f"mutations with {crons.get('crons', 0):,} run-time crons vs none (issue 12)",
+                "≥ 0.95x (median of interleaved pairs)",
+                "error" if ratio is None else f"{ratio:.3f}x (pairs: {pairs})",
+                None if ratio is None else ratio >= 0.95,
+            )
+        params = report.get("params", {})
+        if any(key.startswith("actions.") for key in r):
+            best, c = best_of(r, "actions", "ours", "rate")
+            goal = {"postgresql": 1500, "sqlite": 2000}.get(db)
+            if goal:
+                add(
+                    db,
+                    "no-op actions, 1 worker, best concurrency (issue 14)",
+                    f"≥ {goal:,}/s",
+                    f"{fmt_rate(best)} (c={c})" if best else "error",
+                    None if best is None else best >= goal,
+                )
+            theirs, their_c = best_of(r, "actions", "procrastinate", "rate")
+            if db == "postgresql" and _levels(r, "actions", "procrastinate"):
+                add(
+                    db,
+                    "no-op actions, 1 worker, vs Procrastinate's best (issue 14)",
+                    "≥ 3x",
+                    fmt_ratio(best, theirs)
+                    + f" ({fmt_rate(best)} c={c} vs {fmt_rate(theirs)} c={their_c})",
+                    None if best is None or not theirs else best >= 3 * theirs,
+                )
+        io_count = params.get("io_count", 0)
+        if _levels(r, "io.async", "ours"):
+            seconds, c = best_of(r, "io.async", "ours", "seconds", lower=True)
+            add(
+                db,
+                f"{io_count:,} async actions of 100 ms, 1 worker (issue 14)",
+                "≤ 2 s end to end",
+                f"{fmt_s(seconds)} (c={c})" if seconds else "error",
+                None if seconds is None else seconds <= 2,
+            )
+            theirs, their_c = best_of(r, "io.async", "procrastinate", "seconds", lower=True)
+            if _levels(r, "io.async", "procrastinate"):
+                add(
+                    db,
+                    f"{io_count:,} async actions of 100 ms vs Procrastinate's best (issue 14)",
+                    "≥ 2x faster",
+                    (f"{theirs / seconds:.2f}x faster" if seconds and theirs else "-")
+                    + f" ({fmt_s(seconds)} vs {fmt_s(theirs)} c={their_c})",
+                    None if seconds is None or theirs is None else theirs >= 2 * seconds,
+                )
+        if _levels(r, "io.sync", "ours"):
+            seconds, c = best_of(r, "io.sync", "ours", "seconds", lower=True)
+            add(
+                db,
+                f"{io_count:,} sync actions of 100 ms at concurrency 50 (issue 14)",
+                "≤ 5 s",
+                f"{fmt_s(seconds)} (c={c})" if seconds else "error",
+                None if seconds is None else seconds <= 5,
+            )
         memory = r.get("memory.ours")
         if memory and "growth_mb" in memory:
             add(
@@ -612,10 +905,15 @@ def print_report(report: dict) -> None:
         for name, reason in data.get("skipped", {}).items():
             say(f"   ({name} skipped: {reason})")
         say(text_table(header, database_rows(db, data)))
+        actions = action_rows(data, report.get("params", {}))
+        if actions:
+            say()
+            say(f"-- actions, {DB_TITLES.get(db, db)} --")
+            say(text_table(action_header(data), actions))
     targets = report["targets"]
     if targets:
         say()
-        say("== Targets (issue 5) ==")
+        say("== Targets (issues 5, 12 and 14) ==")
         keys = ("database", "target", "goal", "measured", "status")
         rows = [[t[k] for k in keys] for t in targets]
         say(text_table(["database", "target", "goal", "measured", "status"], rows, numeric=False))
@@ -688,7 +986,8 @@ def write_docs(report: dict) -> Path:
     d.para(
         "How fast the scheduler dispatches, how soon a due function starts, and whether that holds "
         "as the table grows, measured by the benchmark suite in "
-        f"{L('benchmarks/')} side by side with django-tasks-db's {L('db_worker')}, in the same "
+        f"{L('benchmarks/')} side by side with django-tasks-db's {L('db_worker')} (and, for "
+        "actions on PostgreSQL, Procrastinate's worker), in the same "
         "invocation on the same machine so that the ratios are honest even when absolute "
         "numbers are noisy."
     )
@@ -698,11 +997,13 @@ def write_docs(report: dict) -> Path:
         "--write-docs\npython benchmarks/run.py --quick --databases sqlite   # smoke run, < 1 min",
     )
     d.para(
-        f"It creates {L('benchmarks/.venv-peers')} (django-tasks-db) on first use and runs ours "
+        f"It creates {L('benchmarks/.venv-peers')} (django-tasks-db, Procrastinate) on first use "
+        "and runs ours "
         f"from the repository's {L('.venv')} (made by {L('scripts/test')}). PostgreSQL "
         f"is expected at 127.0.0.1:5432 (user postgres), MariaDB at 127.0.0.1:3306 (root); the "
-        f"benchmark creates and drops its own {L('convex_bench')} and {L('convex_bench_peer')} "
-        f"databases. See {L('benchmarks/README.md')} for every option."
+        f"benchmark creates and drops its own {L('convex_bench')}, {L('convex_bench_peer')} "
+        f"and {L('convex_bench_procrastinate')} databases. See {L('benchmarks/README.md')} "
+        "for every option."
     )
 
     started = report.get("started", "")
@@ -726,14 +1027,22 @@ def write_docs(report: dict) -> Path:
             if isinstance(value, dict) and value.get("error")
         ]
         d.table(header, database_rows(db, data))
+        actions = action_rows(data, report.get("params", {}))
+        if actions:
+            d.para(
+                "Actions, one worker process each, at the concurrencies shown "
+                "(c=...); the 'best concurrency' row takes each system's best:"
+            )
+            d.table(action_header(data), actions)
         if errors:
             d.para("Errors in this run:")
             d.bullets([e.replace("`", "'") for e in errors])
 
-    d.title("Targets of issue 5", 2)
+    d.title("Targets", 2)
     d.para(
-        "Ratios come from the same run on the same machine. Procrastinate is not installed "
-        "here; its figure is the one issue 5 measured on a machine like this one."
+        "The targets of issues 5, 12 and 14. Ratios come from the same run on the same "
+        "machine. Procrastinate runs on PostgreSQL only, and only in the actions and I/O "
+        "workloads; without them, the issue 5 row uses the figure issue 5 measured."
     )
     d.table(
         ["database", "target", "goal", "measured", "status"],
@@ -756,14 +1065,14 @@ def write_docs(report: dict) -> Path:
                 continue
             if ("py", name) not in seen:
                 seen.add(("py", name))
-                extra = (
-                    f"django-tasks-db {info.get('django_tasks_db')}, "
-                    f"django-tasks {info.get('django_tasks')}"
-                    if name == "peer"
-                    else f"convex_scheduler {info.get('convex_scheduler')} (working tree)"
-                )
+                extra = {
+                    "peer": f"django-tasks-db {info.get('django_tasks_db')}, "
+                    f"django-tasks {info.get('django_tasks')}",
+                    "procrastinate": f"Procrastinate {info.get('procrastinate')}, "
+                    f"psycopg {info.get('psycopg')}",
+                }.get(name, f"convex_scheduler {info.get('convex_scheduler')} (working tree)")
                 items.append(
-                    f"{'peer' if name == 'peer' else 'ours'}: Python {info.get('python')}, "
+                    f"{name}: Python {info.get('python')}, "
                     f"Django {info.get('django')}, {extra}, "
                     f"SQLite library {info.get('sqlite_library')}"
                 )
@@ -815,6 +1124,29 @@ def write_docs(report: dict) -> Path:
             "same drain on an empty table just before and just after."
             if p["scale_count"]
             else "**Scale**: not part of this run.",
+            f"**Crons** (issue 12): {p.get('crons_count', 0):,} no-op mutations drained by one "
+            f"worker with {p.get('crons_total', 0):,} run-time crons in the table (made with "
+            f"{L('crons.register()')}, 1,000 per transaction; "
+            f"{p.get('crons_every_minute', 0)} of them every minute, the rest yearly on a day "
+            "months away, so they are looked at on every poll and never run) against the same "
+            f"drain with no crons; {p.get('crons_pairs', 0)} pairs, the order alternating "
+            "(with/without, without/with, ...), both sides analyzed first; the ratio is the "
+            "median of the pairs' ratios. Runs of the every-minute crons are not counted."
+            if p.get("crons_count")
+            else "**Crons**: not part of this run.",
+            f"**No-op actions** (issue 14): {p.get('actions_count', 0):,} no-op actions "
+            "(tasks for the peers) drained by one worker process at each concurrency of "
+            f"{', '.join(map(str, p.get('actions_concurrency', [])))} "
+            f"({L('runscheduler --burst --concurrency N')}, "
+            f"{L('procrastinate worker --one-shot --concurrency N')}; {L('db_worker')} has no "
+            "concurrency and runs at 1); the best concurrency of each is reported.",
+            f"**I/O-bound actions** (issue 14): {p.get('io_count', 0):,} functions each waiting "
+            f"100 ms, drained by one worker process: {L('async def')} awaiting "
+            f"{L('asyncio.sleep(0.1)')} (ours at {L('--concurrency 500')}, db_worker one at a "
+            "time, Procrastinate at 50, 200 and 500, the best reported), and sync functions "
+            f"calling {L('time.sleep(0.1)')} at concurrency 50 (ours and Procrastinate). A worker "
+            f"still running {EXIT_GRACE} s after its last function finished is stopped and "
+            "reported as an error ('no exit').",
             f"**Memory**: VmRSS of one long-running worker process (from "
             f"{L('/proc/<pid>/status')}) after {p['memory_first']:,} and after "
             f"{p['memory_total']:,} no-op mutations.",
@@ -967,6 +1299,9 @@ def main() -> int:
         if db == "postgresql" and args.postgres_url:
             urls["ours"] = args.postgres_url
             urls["peer"] = args.postgres_url.rsplit("/", 1)[0] + "/convex_bench_peer"
+            urls["procrastinate"] = (
+                args.postgres_url.rsplit("/", 1)[0] + "/convex_bench_procrastinate"
+            )
         if db == "mysql" and args.mysql_url:
             urls["ours"] = args.mysql_url
             urls["peer"] = args.mysql_url.rsplit("/", 1)[0] + "/convex_bench_peer"
@@ -974,6 +1309,12 @@ def main() -> int:
             "ours": Driver(ours, "ours", urls["ours"], args.verbose),
             "peer": Driver(peer, "peer", urls["peer"], args.verbose) if peer else None,
         }
+        # Procrastinate runs on PostgreSQL only, from the peers' virtualenv, and
+        # only when a workload it takes part in was asked for.
+        if "procrastinate" in urls and {"actions", "io"} & set(args.workloads):
+            drivers["procrastinate"] = (
+                Driver(peer, "procrastinate", urls["procrastinate"], args.verbose) if peer else None
+            )
         skipped = {}
         if db == "mysql":
             for name in list(drivers):
@@ -1000,7 +1341,7 @@ def main() -> int:
     default_json = VAR / f"results-{stamp}.json"
     default_json.write_text(json.dumps(report, indent=2, default=str))
     say()
-    say(f"results: {default_json.relative_to(REPO)}")
+    say(f"results: {default_json}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         say(f"results: {args.json}")

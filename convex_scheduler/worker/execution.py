@@ -22,7 +22,7 @@ from ..exceptions import Transience, classify_error
 from ..models import Kind, Pool, ScheduledFunction, ScheduledFunctionQuerySet, State
 from ..registry import RegisteredFunction, registry
 from ..signals import function_finished, function_retried
-from ..transactions import write_transaction
+from ..transactions import commit_without_waiting_for_disk, write_transaction
 from .actions import ActionRunner
 from .claimed import CLAIM_FIELDS, Claimed, Outcome
 from .liveness import Liveness, close_connection, known_functions_q, send_robust
@@ -119,6 +119,7 @@ class Executor:
                                 break  # an action, or a suspect (it runs alone later)
                             ids.append(row[0])
                     self.rows(*ids).update(owner=self.worker_id)
+                    commit_without_waiting_for_disk(self.using)
         except Exception as exc:
             return self.on_claim_error(exc), 0
         if first.kind == Kind.ACTION:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
+from django.utils.translation import gettext
 
 from . import clock, retry
 from .conf import scheduler_settings
@@ -90,13 +92,28 @@ class ActionContext(FunctionContext):
         """
         entry = registry.resolve(function)
         if entry.kind != FunctionKind.MUTATION:
-            raise SchedulingError(f"{entry.name!r} is an action; run_mutation runs mutations only.")
+            raise SchedulingError(
+                gettext("%(name)s is an action; run_mutation runs mutations only.")
+                % {"name": repr(entry.name)}
+            )
         args = {} if args is None else args
         validate_args(entry, args)
         return run_with_retries(
             lambda attempt: _call_mutation(self, entry.func, entry.name, args, attempt),
             using=router.db_for_write(_scheduled_function_model()),
         )
+
+
+    async def arun_mutation(
+        self, function: Callable[..., Any] | str, args: dict[str, Any] | None = None
+    ) -> Any:
+        """:meth:`run_mutation` for ``async def`` actions: ``await ctx.arun_mutation(fn, args)``.
+
+        The mutation runs on the thread Django keeps for thread-sensitive
+        code, so async actions in flight share its one database connection
+        instead of holding one each.
+        """
+        return await sync_to_async(self.run_mutation)(function, args)
 
 
 def _scheduled_function_model() -> type[ScheduledFunction]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.db import connections, router
 from django.utils import timezone
 from django.utils.translation import gettext
@@ -234,6 +235,39 @@ class Scheduler:
             raise SchedulingError(gettext("A mutation cannot cancel itself."))
         using = router.db_for_write(ScheduledFunction)
         ScheduledFunction.objects.using(using).filter(pk=pk).cancel(clock.now())
+
+    # Async callers (async views, async actions). Like Django's own ``a``
+    # methods, each runs its sync twin through ``sync_to_async``, on the one
+    # thread Django keeps for thread-sensitive code and with its connection.
+    # There is no transaction to join: each call commits on its own.
+
+    async def arun_after(
+        self,
+        delay_ms: float,
+        function: Callable[..., Any] | str,
+        args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> int:
+        """:meth:`run_after` for async code; the keyword options are the same."""
+        return await sync_to_async(self.run_after)(delay_ms, function, args, **options)
+
+    async def arun_at(
+        self,
+        when: datetime | float,
+        function: Callable[..., Any] | str,
+        args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> int:
+        """:meth:`run_at` for async code; the keyword options are the same."""
+        return await sync_to_async(self.run_at)(when, function, args, **options)
+
+    async def acancel(self, scheduled_function_id: int | str) -> None:
+        """:meth:`cancel` for async code."""
+        await sync_to_async(self.cancel)(scheduled_function_id)
+
+    async def astatus(self, scheduled_function_id: int | str) -> dict[str, Any] | None:
+        """:meth:`status` for async code."""
+        return await sync_to_async(self.status)(scheduled_function_id)
 
     def _schedule(
         self,

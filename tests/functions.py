@@ -208,3 +208,10 @@ def cron_tick(ctx, name: str) -> None:
     """Counts the runs of a cron and records which tick each one was."""
     bump(name)
     ActionRun.objects.create(scheduled_function_id=ctx.scheduled_function_id, label=name)
+
+
+@action
+async def bump_twice_async(ctx, name: str) -> int:
+    """An async action writing through ``arun_mutation`` and scheduling through ``arun_after``."""
+    await ctx.arun_mutation(increment, {"name": name})
+    return await ctx.scheduler.arun_after(0, increment, {"name": name})

@@ -76,7 +76,7 @@ IO_PLAN = (
 )
 #: A worker still running this long after its last function finished is
 #: stopped and reported (the actions and I/O workloads watch the table).
-EXIT_GRACE = 30
+EXIT_GRACE = 10
 
 FULL = {
     "schedule_count": 2000,

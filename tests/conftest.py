@@ -1,7 +1,9 @@
+import asyncio
 import os
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 
 from convex_scheduler.testing import FakeClock
 
@@ -24,3 +26,14 @@ def _expected_vendor(django_db_setup, django_db_blocker):
 def clock():
     with FakeClock() as fake:
         yield fake
+
+
+@pytest.fixture
+def close_thread_sensitive_connections():
+    """Close what ``sync_to_async`` code (``arun_mutation``, ``arun_after``) left open.
+
+    Outside any ``async_to_sync``, asgiref runs it on one long-lived thread
+    whose connections would outlive the test and keep its database in use.
+    """
+    yield
+    asyncio.run(sync_to_async(connections.close_all)())

@@ -1,6 +1,8 @@
 """Scheduled functions the tests schedule (discovered like any app's ``functions``)."""
 
+import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -215,3 +217,54 @@ async def bump_twice_async(ctx, name: str) -> int:
     """An async action writing through ``arun_mutation`` and scheduling through ``arun_after``."""
     await ctx.arun_mutation(increment, {"name": name})
     return await ctx.scheduler.arun_after(0, increment, {"name": name})
+
+
+# Actions in flight: these wait for each other, so they succeed only when
+# the worker runs them all at once.
+
+ARRIVED: dict[str, int] = {}
+ARRIVED_LOCK = threading.Lock()
+
+
+def _arrive(key: str) -> int:
+    with ARRIVED_LOCK:
+        ARRIVED[key] = ARRIVED.get(key, 0) + 1
+        return ARRIVED[key]
+
+
+def _arrived(key: str) -> int:
+    with ARRIVED_LOCK:
+        return ARRIVED.get(key, 0)
+
+
+@action
+async def async_rendezvous(ctx, key: str, count: int) -> int:
+    """Waits on the event loop until ``count`` of its kind have started."""
+    _arrive(key)
+    deadline = time.monotonic() + 60
+    while _arrived(key) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
+        await asyncio.sleep(0.005)
+    return _arrived(key)
+
+
+@action
+def sync_rendezvous(ctx, key: str, count: int) -> int:
+    """Waits on its thread until ``count`` of its kind have started."""
+    _arrive(key)
+    deadline = time.monotonic() + 60
+    while _arrived(key) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
+        time.sleep(0.005)
+    return _arrived(key)
+
+
+@action
+async def async_wait_at_gate(ctx, gate: str, entered_dir: str) -> None:
+    """Marks that it started (a file named by its id), then waits while ``gate`` exists."""
+    Path(entered_dir, str(ctx.scheduled_function_id)).touch()
+    deadline = time.monotonic() + 120
+    while Path(gate).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)

@@ -13,7 +13,10 @@ from .models import Counter
 
 # sync_to_async runs the ORM on another thread, with its own connection: the
 # rows must be committed for this test's connection to see them.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("close_thread_sensitive_connections"),
+]
 
 
 def test_arun_after_arun_at_astatus_and_acancel():

@@ -2,8 +2,9 @@
 
 An action's outcome is written only if its row is still ``inProgress`` (a
 cancel wins). If this worker dies while it runs, another worker marks it
-``failed``; it is never run twice. ``async def`` actions are awaited on the
-runner thread's own event loop.
+``failed``; it is never run twice. A worker running threads hands its
+actions to :mod:`.inflight`; ``run_due`` and one-thread bursts run them here,
+on the calling thread (``async def`` ones on that thread's own event loop).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import clock, retry
 from ..context import ActionContext, FunctionContext
-from ..models import State
+from ..models import Kind, State
 from ..registry import RegisteredFunction
 from ..retries import NonRetryableError, Retry
 from ..signals import function_started
@@ -38,18 +39,39 @@ class ActionRunner:
         self._loops = threading.local()
 
     def start_locked(
-        self, claimed: Claimed, now: Any, *, pool: str = ""
-    ) -> tuple[Claimed, RegisteredFunction] | None:
-        """In the claim's transaction, with the row locked: mark it ``inProgress``.
+        self, rows: list[tuple[Any, ...]], now: Any, wanted: int
+    ) -> list[tuple[Claimed, RegisteredFunction]]:
+        """In the claim's transaction, with ``rows`` locked: start up to ``wanted`` actions.
 
-        ``None`` when its pool has no room (checked under the pool's lock) or
-        it is not this worker's to run.
+        Each becomes ``inProgress`` in this transaction.
+
+        ``rows`` are claim rows (:data:`~.claimed.CLAIM_FIELDS` and the pool).
+        Mutations among them are left for the next claim, and so are actions
+        this worker cannot run and those whose pool has no room (checked under
+        the pool's lock, after the actions of that pool started before them).
+        Actions outside any pool start in one ``UPDATE``.
         """
-        entry = self.executor.entry(claimed)
-        if entry is None or (pool and not self.executor.pool_has_room(pool)):
-            return None
-        self.executor.rows(claimed.id).start_action(self.executor.worker_id, now)
-        return claimed, entry
+        started: list[tuple[Claimed, RegisteredFunction]] = []
+        unpooled: list[int] = []
+        for row in rows:
+            if len(started) == wanted:
+                break
+            claimed, pool = Claimed(*row[:-1]), row[-1]
+            if claimed.kind != Kind.ACTION:
+                continue
+            entry = self.executor.entry(claimed)
+            if entry is None:
+                continue
+            if pool:
+                if not self.executor.pool_has_room(pool):
+                    continue
+                self.executor.rows(claimed.id).start_action(self.executor.worker_id, now)
+            else:
+                unpooled.append(claimed.id)
+            started.append((claimed, entry))
+        if unpooled:
+            self.executor.rows(*unpooled).start_action(self.executor.worker_id, now)
+        return started
 
     def run(self, claimed: Claimed, entry: RegisteredFunction) -> None:
         """Run an action already committed ``inProgress``; record its outcome or its retry."""
@@ -74,8 +96,20 @@ class ActionRunner:
         except BaseException as exc:
             error = format_error(exc)
             retryable = not isinstance(exc, NonRetryableError)
-        retry_at = self._retry_at(claimed, attempt) if error and retryable else None
+        retry_at = self.retry_at(claimed, attempt) if error and retryable else None
         state = self._record_outcome(claimed, error, result, retry_at)
+        self.report(claimed, state, error, attempt, started, retry_at)
+
+    def report(
+        self,
+        claimed: Claimed,
+        state: str,
+        error: str,
+        attempt: int,
+        started: float,
+        retry_at: datetime | None,
+    ) -> None:
+        """Count and signal an outcome once it is written."""
         if state == State.PENDING:
             assert retry_at is not None
             self.executor.signal_retry(
@@ -89,7 +123,7 @@ class ActionRunner:
         self.executor.finished(claimed, state, error, attempt, started)
 
     @staticmethod
-    def _retry_at(claimed: Claimed, attempt: int) -> datetime | None:
+    def retry_at(claimed: Claimed, attempt: int) -> datetime | None:
         """When a failed attempt runs again, for an action with attempts left; else None."""
         if claimed.retry is None:
             return None
@@ -122,38 +156,36 @@ class ActionRunner:
         if loop is not None and not loop.is_closed():
             loop.close()
 
-    def _record_outcome(
-        self, claimed: Claimed, error: str, result: Any, retry_at: datetime | None
-    ) -> str:
+    def record(self, claimed: Claimed, error: str, result: Any, retry_at: datetime | None) -> str:
         """Write the outcome if the row is still ``inProgress``; return the state it ends in.
 
         A retrying action's failed attempt goes back to ``pending`` (``retry_at``).
         """
-        pk = claimed.id
-        rows = self.executor.rows(pk)
+        rows = self.executor.rows(claimed.id)
         callbacks = bool(claimed.on_complete)
+        now = clock.now()
+        if retry_at is not None:
+            changed = rows.retry_action(error, retry_at)
+            outcome = State.PENDING
+        elif error:
+            changed = rows.fail(error, now, from_state=State.IN_PROGRESS, callbacks=callbacks)
+            outcome = State.FAILED
+        else:
+            changed = rows.succeed(
+                now, from_state=State.IN_PROGRESS, result=result, callbacks=callbacks
+            )
+            outcome = State.SUCCESS
+        if changed:
+            return outcome
+        # A cancel (or an orphan sweep after a long stall) won.
+        return rows.values_list("state", flat=True).first() or State.CANCELED
 
-        def record() -> str:
-            now = clock.now()
-            if retry_at is not None:
-                changed = rows.retry_action(error, retry_at)
-                outcome = State.PENDING
-            elif error:
-                changed = rows.fail(error, now, from_state=State.IN_PROGRESS, callbacks=callbacks)
-                outcome = State.FAILED
-            else:
-                changed = rows.succeed(
-                    now, from_state=State.IN_PROGRESS, result=result, callbacks=callbacks
-                )
-                outcome = State.SUCCESS
-            if changed:
-                return outcome
-            # A cancel (or an orphan sweep after a long stall) won.
-            return rows.values_list("state", flat=True).first() or State.CANCELED
-
+    def _record_outcome(
+        self, claimed: Claimed, error: str, result: Any, retry_at: datetime | None
+    ) -> str:
         recorded, state = retry.until_the_database_answers(
-            record,
-            what=f"recording the outcome of action id={pk}",
+            lambda: self.record(claimed, error, result, retry_at),
+            what=f"recording the outcome of action id={claimed.id}",
             stop=self.executor.forced,
             on_transient=lambda exc: close_connection(self.executor.using),
         )

@@ -11,6 +11,8 @@ class Outcome(enum.Enum):
     RAN = "ran"
     IDLE = "idle"
     BACKOFF = "backoff"
+    #: Every slot was taken when the claim was to start.
+    FULL = "full"
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..signals import function_finished, function_retried
 from ..transactions import commit_without_waiting_for_disk, write_transaction
 from .actions import ActionRunner
 from .claimed import CLAIM_FIELDS, Claimed, Outcome
+from .inflight import InFlight
 from .liveness import Liveness, close_connection, known_functions_q, send_robust
 from .mutations import MutationRunner
 from .stats import WorkerStats
@@ -54,6 +55,9 @@ class Executor:
         self.last_claim_time: datetime | None = None
         self.mutations = MutationRunner(self)
         self.actions = ActionRunner(self)
+        #: Where claimed actions run when the worker runs threads; ``None``
+        #: runs each on the claiming thread (``run_due`` and one-thread bursts).
+        self.in_flight: InFlight | None = None
 
     def rows(self, *ids: int) -> ScheduledFunctionQuerySet:
         return ScheduledFunction.objects.using(self.using).filter(pk__in=ids)
@@ -71,19 +75,33 @@ class Executor:
 
     # Claiming ----------------------------------------------------------
 
-    def run_next(self, limit: int) -> tuple[Outcome, int]:
+    def run_next(self, limit: int, slots: int = 1) -> tuple[Outcome, int]:
         """Claim up to ``limit`` due rows and run them; return the outcome and how many ran.
 
         The claim is one short transaction that locks due rows with ``SKIP
         LOCKED`` (so workers claiming at once get different rows) and then
-        either starts the first one, an action, or *leases* a run of
-        mutations: their ``owner`` becomes this worker, committed before any
-        of them runs (the one extra write per batch that poison isolation
-        costs). If this process dies while running them, the next worker finds
-        them pending and owned by a dead worker, and counts a crash against
-        them. A mutation that crashed a worker before is leased alone.
+        either starts actions or *leases* a run of mutations: their ``owner``
+        becomes this worker, committed before any of them runs (the one extra
+        write per batch that poison isolation costs). If this process dies
+        while running them, the next worker finds them pending and owned by a
+        dead worker, and counts a crash against them. A mutation that crashed
+        a worker before is leased alone.
+
+        With :attr:`in_flight`, ``slots`` are slots the caller reserved there:
+        up to that many actions start in the one claim transaction and are
+        handed over; the slots not handed over are given back. Without it, the
+        first action runs here.
         """
+        handed: list[Claimed] = []
+        try:
+            return self._claim_and_run(limit, slots, handed)
+        finally:
+            if self.in_flight is not None:
+                self.in_flight.give_back(slots - len(handed))
+
+    def _claim_and_run(self, limit: int, slots: int, handed: list[Claimed]) -> tuple[Outcome, int]:
         now = self.last_claim_time = clock.now()
+        started: list[tuple[Claimed, RegisteredFunction]] = []
         try:
             with write_transaction(self.using):
                 due = (
@@ -107,10 +125,10 @@ class Executor:
                     return Outcome.IDLE, 0
                 first = Claimed(*rows[0][:-1])
                 if first.kind == Kind.ACTION:
-                    started = self.actions.start_locked(first, now, pool=rows[0][-1])
-                    if started is None:
-                        return Outcome.IDLE, 0  # its pool filled up meanwhile
-                    claimed, entry = started
+                    wanted = slots if self.in_flight is not None else 1
+                    started = self.actions.start_locked(rows, now, wanted)
+                    if not started:
+                        return Outcome.IDLE, 0  # their pools filled up meanwhile
                 else:
                     ids = [first.id]
                     if not first.crashes:
@@ -122,10 +140,15 @@ class Executor:
                     commit_without_waiting_for_disk(self.using)
         except Exception as exc:
             return self.on_claim_error(exc), 0
-        if first.kind == Kind.ACTION:
-            self.actions.run(claimed, entry)
+        if first.kind != Kind.ACTION:
+            return self.mutations.run_batch(ids, now)
+        if self.in_flight is None:
+            self.actions.run(*started[0])
             return Outcome.RAN, 1
-        return self.mutations.run_batch(ids, now)
+        for claimed, entry in started:
+            self.in_flight.start(claimed, entry)
+            handed.append(claimed)
+        return Outcome.RAN, len(started)
 
     def _lock_due(self, due: ScheduledFunctionQuerySet, limit: int) -> list[tuple[Any, ...]]:
         return list(

@@ -94,9 +94,7 @@ class MutationRunner:
             self.executor.finished(claimed, state, error, claimed.attempts + 1, started)
         return Outcome.RAN, len(finished)
 
-    def _body(
-        self, claimed: Claimed, entry: RegisteredFunction, attempt: int
-    ) -> tuple[str, str]:
+    def _body(self, claimed: Claimed, entry: RegisteredFunction, attempt: int) -> tuple[str, str]:
         """Run a mutation inside the caller's transaction, which holds its row lock.
 
         Returns ``(state, error)``; records a failure itself. A transient

@@ -16,6 +16,7 @@ from ..exceptions import Transience, classify_error
 from ..models import ScheduledFunction
 from ..wakeup import doorbell_dir, supports_notify
 from .execution import Executor
+from .inflight import InFlight
 from .listeners import Doorbell, Listener
 from .liveness import Liveness, close_connection
 from .runner import Budget, RunnerLoop
@@ -23,12 +24,19 @@ from .stats import WorkerStats
 
 logger = logging.getLogger("convex_scheduler")
 
+#: The most runner threads (claims and mutation batches) a worker runs,
+#: whatever its concurrency: actions beyond them wait in flight, not on a thread each.
+MAX_RUNNER_THREADS = 4
+
 
 class Worker:
     """Claims due scheduled functions and runs them.
 
-    :param concurrency: how many functions run at once (threads, each with
-        its own database connection and event loop for ``async def`` actions).
+    :param concurrency: how many functions run at once: its *slots*. Up to
+        ``MAX_RUNNER_THREADS`` runner threads claim and run mutation batches
+        (one slot each); actions are handed to :mod:`.inflight`, where
+        ``async def`` ones run on one event loop and the others on threads
+        of their own, so the worker's connections do not grow with it.
     :param poll_interval: the longest an idle thread sleeps before it looks
         for due functions again (seconds).
     :param burst: run everything that is due, including what those runs
@@ -74,6 +82,9 @@ class Worker:
         self._changed = threading.Event()
         self._calling_thread = threading.current_thread()
         self._recycle_connections = True
+        #: One burst thread runs everything on the calling thread (``run_due``).
+        self._inline = self.concurrency == 1 and burst
+        self._in_flight: InFlight | None = None
         self.executor = Executor(
             worker_id=self.id,
             using=self.using,
@@ -93,7 +104,7 @@ class Worker:
             executor=self.executor,
             budget=Budget(max_functions, self.stop),
             burst=burst,
-            concurrency=self.concurrency,
+            threads=1 if self._inline else min(self.concurrency, MAX_RUNNER_THREADS),
             poll_interval=self.poll_interval,
             stopping=self._stopping,
             forced=self._forced,
@@ -128,7 +139,7 @@ class Worker:
                 on_transient=lambda exc: close_connection(self.using),
             )
             self.liveness.housekeeping(self.executor.claimable())
-            if self.concurrency == 1 and self.burst:
+            if self._inline:
                 self._run_inline()
             else:
                 self._run_threads()
@@ -146,6 +157,8 @@ class Worker:
         self._changed.set()
         with self.loop.progress:
             self.loop.progress.notify_all()
+        if self._in_flight is not None:
+            self._in_flight.interrupt()
         self.wake()
 
     def wake(self) -> None:
@@ -198,37 +211,52 @@ class Worker:
             connections.close_all()
 
     def _run_threads(self) -> None:
-        threads = [
+        in_flight = self._in_flight = InFlight(
+            self.executor.actions,
+            slots=self.concurrency,
+            on_done=self._action_done,
+            on_crash=self._thread_crashed,
+        )
+        self.executor.in_flight = self.loop.in_flight = in_flight
+        runners = [
             threading.Thread(
                 target=self._runner_thread, name=f"convex-scheduler-{index}", daemon=True
             )
-            for index in range(self.concurrency)
+            for index in range(self.loop.threads)
         ]
+        helpers: list[threading.Thread] = []
         listener_stopped = threading.Event()
         if self.listens:
-            threads.append(Listener(self.using, self.wake, listener_stopped))
+            helpers.append(Listener(self.using, self.wake, listener_stopped))
         if not self.burst and not self.listens:
             try:
-                threads.append(
+                helpers.append(
                     Doorbell(doorbell_dir(self.using), self.id, self.wake, listener_stopped)
                 )
             except OSError as exc:
                 logger.warning("no local wake-up socket (polling instead): %s", exc)
-        for thread in threads:
+        for thread in runners + helpers:
             thread.start()
         try:
-            self._supervise(threads[: self.concurrency])
+            self._supervise(runners, in_flight)
         finally:
             listener_stopped.set()
-            for thread in threads[self.concurrency :]:
+            in_flight.close(wait=not self._forced.is_set())
+            for thread in helpers:
                 thread.join(timeout=2)
 
-    def _supervise(self, runners: list[threading.Thread]) -> None:
-        """Beat, keep house and report while the runners run; enforce the grace period."""
+    def _action_done(self) -> None:
+        self.loop.note_progress()
+        self._changed.set()
+
+    def _supervise(self, runners: list[threading.Thread], in_flight: InFlight) -> None:
+        """Beat, keep house and report while functions run; enforce the grace period."""
         grace_deadline = None
         last_beat = last_status = time.monotonic()
         interval = scheduler_settings.HEARTBEAT_INTERVAL
-        while any(thread.is_alive() for thread in runners) and not self._forced.is_set():
+        while (
+            any(thread.is_alive() for thread in runners) or not in_flight.idle()
+        ) and not self._forced.is_set():
             if self._stopping.is_set() and grace_deadline is None:
                 grace = scheduler_settings.SHUTDOWN_GRACE_PERIOD
                 grace_deadline = time.monotonic() + grace
@@ -253,13 +281,16 @@ class Worker:
                 last_status = time.monotonic()
                 log_status(self)
 
+    def _thread_crashed(self) -> None:
+        self.crashed = True
+        self.stop()
+
     def _runner_thread(self) -> None:
         try:
             self.loop.run()
         except Exception:
             logger.exception("worker thread crashed")
-            self.crashed = True
-            self.stop()
+            self._thread_crashed()
         finally:
             self.executor.actions.close_event_loop()
             connections.close_all()

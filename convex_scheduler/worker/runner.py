@@ -14,6 +14,7 @@ from ..conf import scheduler_settings
 from ..exceptions import Transience, classify_error
 from .claimed import Outcome
 from .execution import Executor
+from .inflight import InFlight
 
 logger = logging.getLogger("convex_scheduler")
 
@@ -57,7 +58,7 @@ class RunnerLoop:
         executor: Executor,
         budget: Budget,
         burst: bool,
-        concurrency: int,
+        threads: int,
         poll_interval: float,
         stopping: threading.Event,
         forced: threading.Event,
@@ -68,7 +69,10 @@ class RunnerLoop:
         self.executor = executor
         self.budget = budget
         self.burst = burst
-        self.concurrency = concurrency
+        #: How many runner threads run this loop.
+        self.threads = threads
+        #: The worker's slots and actions in flight, when it runs threads.
+        self.in_flight: InFlight | None = None
         self.poll_interval = poll_interval
         self.stopping = stopping
         self.forced = forced
@@ -90,9 +94,20 @@ class RunnerLoop:
             self._wake_seq += 1
             self._wake.notify_all()
 
+    def note_progress(self) -> None:
+        """A function finished elsewhere (an action in flight): look again, burst or not."""
+        with self.progress:
+            self._generation += 1
+            self.progress.notify_all()
+        self.wake()
+
     def run(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            if self.in_flight is not None and not self.in_flight.wait_for_free_slot(
+                self.poll_interval
+            ):
+                continue
             with self.progress:
                 generation = self._generation
             wake_seq = self._wake_seq
@@ -106,8 +121,10 @@ class RunnerLoop:
                         self.progress.notify_all()
             if outcome is Outcome.RAN:
                 failures = 0
-                if self.concurrency > 1:
+                if self.threads > 1:
                     self.wake()  # what it ran may have scheduled more for now
+                continue
+            if outcome is Outcome.FULL:
                 continue
             if outcome is Outcome.BACKOFF:
                 failures += 1
@@ -128,16 +145,19 @@ class RunnerLoop:
     def _burst_over(self, generation: int) -> bool:
         """Wait until a run finishes (look again: it may have scheduled more) or the burst is over.
 
-        The burst is over when every runner thread found nothing due and no
-        run finished since they looked. Deciding this from one shared count
-        of waiting threads, rather than from a moment when no thread happens
-        to be claiming, ends it within one check however many threads run.
+        The burst is over when every runner thread found nothing due, no
+        action is in flight and no run finished since they looked. Deciding
+        this from one shared count of waiting threads, rather than from a
+        moment when no thread happens to be claiming, ends it within one
+        check however many threads run.
         """
         with self.progress:
             self._waiting += 1
             try:
                 while self._generation == generation and not self.stopping.is_set():
-                    if self._waiting == self.concurrency:
+                    if self._waiting == self.threads and (
+                        self.in_flight is None or self.in_flight.idle()
+                    ):
                         self.stopping.set()
                         self.changed.set()
                         self.progress.notify_all()
@@ -156,7 +176,12 @@ class RunnerLoop:
             return Outcome.IDLE
         used = 0
         try:
-            outcome, used = self.executor.run_next(limit)
+            slots = 1
+            if self.in_flight is not None:
+                slots = self.in_flight.reserve(limit)
+                if slots == 0:
+                    return Outcome.FULL  # another thread took the last free slot
+            outcome, used = self.executor.run_next(limit, slots)
         finally:
             self.budget.settle(limit, used)
         if used and self.on_claim is not None:

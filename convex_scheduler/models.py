@@ -457,7 +457,7 @@ class ScheduledFunction(models.Model):
     priority = models.SmallIntegerField(
         _("priority"),
         default=0,
-        help_text=_("Among rows due at once, higher runs first."),
+        help_text=_("The django.tasks priority, stored as given; workers do not order by it."),
     )
     pool = models.CharField(
         _("pool"),

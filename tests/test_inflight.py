@@ -146,3 +146,31 @@ def test_burst_with_many_actions_in_flight_drains_and_exits():
     assert code == 0, output
     assert "Burst done: 170 succeeded, 0 failed, 0 canceled." in output
     assert Counter.objects.get(name="m").value == 20
+
+
+def test_an_outcome_the_database_refuses_fails_that_action_alone(monkeypatch):
+    from django.db import DataError
+
+    from convex_scheduler.worker.actions import ActionRunner
+
+    record = ActionRunner.record
+
+    def refusing(self, claimed, error, result, retry_at):
+        if claimed.args.get("label") == "refused" and not error:
+            raise DataError("value too long for this column")
+        return record(self, claimed, error, result, retry_at)
+
+    monkeypatch.setattr(ActionRunner, "record", refusing)
+    ids = {
+        label: scheduler.run_after(0, functions.record, {"label": label})
+        for label in ("a", "refused", "b", "c")
+    }
+    worker = Worker(burst=True, concurrency=4)
+    stats = worker.run()
+    assert not worker.crashed
+    rows = {label: ScheduledFunction.objects.get(pk=pk) for label, pk in ids.items()}
+    refused = rows.pop("refused")
+    assert refused.state == State.FAILED
+    assert refused.error.startswith("Its outcome could not be recorded: DataError: value too long")
+    assert {row.state for row in rows.values()} == {State.SUCCESS}
+    assert (stats.succeeded, stats.failed) == (3, 1)

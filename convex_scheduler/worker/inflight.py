@@ -254,12 +254,13 @@ class InFlight:
                         self.runner.record(item.claimed, item.error, item.result, item.retry_at)
                     )
 
-        recorded, _ = retry.until_the_database_answers(
-            record_all,
-            what=f"recording the outcomes of {len(group)} action(s)",
-            stop=executor.forced,
-            on_transient=lambda exc: close_connection(executor.using),
-        )
+        try:
+            recorded, _ = self._until_written(record_all, f"{len(group)} action(s)")
+        except Exception:
+            # One outcome the database refuses must not take the others with
+            # it: write them one by one, and that one as a failure saying why.
+            logger.exception("recording %d action outcomes together failed", len(group))
+            recorded = self._write_one_by_one(group, states)
         if not recorded:
             return  # a forced stop: they stay inProgress and fail as orphans
         for item, state in zip(group, states, strict=True):
@@ -270,6 +271,34 @@ class InFlight:
             self._running -= len(group)
             self._lock.notify_all()
         self.on_done()
+
+    def _write_one_by_one(self, group: list[Finished], states: list[str]) -> bool:
+        states.clear()
+        for item in group:
+
+            def record_one(item: Finished = item) -> str:
+                with write_transaction(self.runner.executor.using):
+                    return self.runner.record(item.claimed, item.error, item.result, item.retry_at)
+
+            try:
+                recorded, state = self._until_written(record_one, f"action id={item.claimed.id}")
+            except Exception as exc:
+                item.error = f"Its outcome could not be recorded: {format_error(exc)}"
+                item.result, item.retry_at = None, None
+                recorded, state = self._until_written(record_one, f"action id={item.claimed.id}")
+            if not recorded or state is None:
+                return False
+            states.append(state)
+        return True
+
+    def _until_written(self, write: Callable[[], Any], what: str) -> tuple[bool, Any]:
+        executor = self.runner.executor
+        return retry.until_the_database_answers(
+            write,
+            what=f"recording the outcome of {what}",
+            stop=executor.forced,
+            on_transient=lambda exc: close_connection(executor.using),
+        )
 
     # Shutdown ---------------------------------------------------------------
 

@@ -151,20 +151,20 @@ def test_burst_with_many_actions_in_flight_drains_and_exits():
 def test_an_outcome_the_database_refuses_fails_that_action_alone(monkeypatch):
     from django.db import DataError
 
-    from convex_scheduler.worker.actions import ActionRunner
+    from convex_scheduler.models import ScheduledFunctionQuerySet
 
-    record = ActionRunner.record
-
-    def refusing(self, claimed, error, result, retry_at):
-        if claimed.args.get("label") == "refused" and not error:
-            raise DataError("value too long for this column")
-        return record(self, claimed, error, result, retry_at)
-
-    monkeypatch.setattr(ActionRunner, "record", refusing)
     ids = {
         label: scheduler.run_after(0, functions.record, {"label": label})
         for label in ("a", "refused", "b", "c")
     }
+    succeed = ScheduledFunctionQuerySet.succeed
+
+    def refusing(self, now, **kwargs):
+        if self.filter(pk=ids["refused"]).exists():
+            raise DataError("value too long for this column")
+        return succeed(self, now, **kwargs)
+
+    monkeypatch.setattr(ScheduledFunctionQuerySet, "succeed", refusing)
     worker = Worker(burst=True, concurrency=4)
     stats = worker.run()
     assert not worker.crashed

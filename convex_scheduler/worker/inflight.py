@@ -12,8 +12,9 @@ threads (at most one per slot, started when needed and reused), which close
 their database connections after each action: an action that does not touch
 the database never holds one. Outcomes are written by one thread in grouped
 commits: a finished action's outcome waits at most ``OUTCOME_GROUP_WAIT`` for
-company, and each row is still written by a conditional update that cannot
-overwrite a cancel. A slot is free again once its outcome is written.
+company (not at all when no other action is running), and each row is still
+written by a conditional update that cannot overwrite a cancel. A slot is
+free again once its outcome is written.
 
 So the worker's own connections do not grow with ``--concurrency``: its
 runner threads (at most ``MAX_RUNNER_THREADS``), this writer, the heartbeat
@@ -36,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 
-from .. import retry
+from .. import clock, retry
 from ..context import ActionContext
+from ..models import State
 from ..registry import RegisteredFunction
 from ..retries import NonRetryableError
 from ..signals import function_started
@@ -227,6 +229,8 @@ class InFlight:
                 group = [first]
                 deadline = time.monotonic() + OUTCOME_GROUP_WAIT
                 while len(group) < OUTCOME_GROUP_SIZE:
+                    if not self._others_running(len(group)):
+                        break  # no company can come: do not wait for it
                     try:
                         item = self._outcomes.get(timeout=max(0.0, deadline - time.monotonic()))
                     except queue.Empty:
@@ -242,6 +246,11 @@ class InFlight:
         finally:
             connections.close_all()
 
+    def _others_running(self, outcomes: int) -> bool:
+        """Whether actions other than those whose ``outcomes`` are in hand are running."""
+        with self._lock:
+            return self._running > outcomes
+
     def _write_group(self, group: list[Finished]) -> None:
         executor = self.runner.executor
         states: list[str] = []
@@ -249,10 +258,14 @@ class InFlight:
         def record_all() -> None:
             states.clear()
             with write_transaction(executor.using):
+                plain = self._succeed_plain(group)
                 for item in group:
-                    states.append(
-                        self.runner.record(item.claimed, item.error, item.result, item.retry_at)
-                    )
+                    state = plain.get(item.claimed.id)
+                    if state is None:
+                        state = self.runner.record(
+                            item.claimed, item.error, item.result, item.retry_at
+                        )
+                    states.append(state)
 
         try:
             recorded, _ = self._until_written(record_all, f"{len(group)} action(s)")
@@ -271,6 +284,26 @@ class InFlight:
             self._running -= len(group)
             self._lock.notify_all()
         self.on_done()
+
+    def _succeed_plain(self, group: list[Finished]) -> dict[int, str]:
+        """Record the plain successes of ``group`` in one ``UPDATE``; return their states.
+
+        Plain: no result to store and no completion callback, so one
+        conditional update of them all says the same as one each. Rows a
+        cancel ended first keep ``canceled``.
+        """
+        ids = [
+            item.claimed.id
+            for item in group
+            if not item.error and item.result is None and not item.claimed.on_complete
+        ]
+        if not ids:
+            return {}
+        rows = self.runner.executor.rows(*ids)
+        changed = rows.succeed(clock.now(), from_state=State.IN_PROGRESS, callbacks=False)
+        if changed == len(ids):
+            return dict.fromkeys(ids, State.SUCCESS)
+        return dict(rows.values_list("id", "state"))
 
     def _write_one_by_one(self, group: list[Finished], states: list[str]) -> bool:
         states.clear()

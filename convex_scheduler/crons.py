@@ -42,7 +42,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 from django.db import DatabaseError, IntegrityError, router, transaction
 from django.db.models import Field
-from django.utils.translation import gettext
+from django.utils import translation
+from django.utils.dates import WEEKDAYS
+from django.utils.translation import gettext, ngettext
 
 from . import clock
 from .conf import scheduler_settings
@@ -196,11 +198,22 @@ class Schedule:
         )
 
     def describe(self) -> str:
-        """The schedule in words: ``"every day at 08:30 (Asia/Tokyo)"``."""
+        """The schedule in words, in the active language: ``"every day at 08:30 (Asia/Tokyo)"``.
+
+        Logs use :meth:`describe_in_english`.
+        """
         if self.type == _INTERVAL:
             assert self.interval is not None
-            return f"every {_duration_words(self.interval)}"
-        return f"{_expression_words(self.expression)} ({self.zone_name})"
+            return _duration_words(self.interval)
+        return gettext("%(schedule)s (%(zone)s)") % {
+            "schedule": _expression_words(self.expression),
+            "zone": self.zone_name,
+        }
+
+    def describe_in_english(self) -> str:
+        """:meth:`describe` for logs, which stay English whatever the language."""
+        with translation.override(None):
+            return self.describe()
 
     def _ticks_after(self, after: datetime) -> Iterator[datetime]:
         """Matching times strictly after ``after``, in UTC, strictly increasing."""
@@ -249,18 +262,26 @@ def _load_zone(name: str) -> ZoneInfo:
 
 
 def _duration_words(duration: timedelta) -> str:
+    """``"every 5 minutes"``, ``"every hour"``, ``"every 1 day 2 hours"``."""
     total = duration.total_seconds()
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+    units = (
+        (86400, gettext("every day"), lambda n: ngettext("%d day", "%d days", n) % n),
+        (3600, gettext("every hour"), lambda n: ngettext("%d hour", "%d hours", n) % n),
+        (60, gettext("every minute"), lambda n: ngettext("%d minute", "%d minutes", n) % n),
+    )
+    parts, ones = [], []
+    for size, every_one, words in units:
         count, total = divmod(total, size)
         if count:
-            parts.append(f"{int(count)} {unit}{'s' if count != 1 else ''}")
+            parts.append(words(int(count)))
+            ones.append(every_one if count == 1 else "")
     if total:
         seconds = f"{total:g}"
-        parts.append(f"{seconds} second{'s' if seconds != '1' else ''}")
-    if len(parts) == 1 and parts[0].startswith("1 "):
-        return parts[0][2:]  # "every hour", not "every 1 hour"
-    return " ".join(parts)
+        parts.append(gettext("1 second") if seconds == "1" else gettext("%s seconds") % seconds)
+        ones.append(gettext("every second") if seconds == "1" else "")
+    if len(parts) == 1 and ones[0]:
+        return ones[0]
+    return gettext("every %(duration)s") % {"duration": " ".join(parts)}
 
 
 def _expression_words(expression: str) -> str:
@@ -269,15 +290,23 @@ def _expression_words(expression: str) -> str:
     if minute.isdigit() and month == "*":
         at = f"{int(hour):02d}:{int(minute):02d}" if hour.isdigit() else ""
         if hour == "*" and day == "*" and weekday == "*":
-            return f"every hour at minute {int(minute)}"
+            return gettext("every hour at minute %(minute)d") % {"minute": int(minute)}
         if at and day == "*" and weekday == "*":
-            return f"every day at {at}"
+            return gettext("every day at %(time)s") % {"time": at}
         if at and day == "*" and weekday.isdigit() and int(weekday) <= 7:
-            return f"every {DAYS_OF_WEEK[int(weekday) % 7].capitalize()} at {at}"
+            # Django's own names, translated by its catalogue (Monday is 0 there).
+            name = WEEKDAYS[(int(weekday) - 1) % 7]
+            return gettext("every %(weekday)s at %(time)s") % {"weekday": name, "time": at}
         if at and day.isdigit() and weekday == "*":
-            return f"on day {int(day)} of every month at {at}"
-    words = CronSim(expression, datetime(2000, 1, 1)).explain()
-    return words[:1].lower() + words[1:]
+            return gettext("on day %(day)d of every month at %(time)s") % {
+                "day": int(day),
+                "time": at,
+            }
+    if not translation.get_language() or translation.get_language().startswith("en"):
+        words = CronSim(expression, datetime(2000, 1, 1)).explain()
+        return words[:1].lower() + words[1:]
+    # cronsim explains in English only: elsewhere, show the expression itself.
+    return gettext("the cron expression %(expression)s") % {"expression": expression}
 
 
 # Definitions -------------------------------------------------------------
@@ -668,12 +697,20 @@ def _register(definition: CronDefinition, using: str) -> CronJob:
                 job = _create(definition, CronSource.RUNTIME, now, using)
                 if job is None:
                     continue
-                logger.info("cron registered cron=%s schedule=%s", job.name, describe(job))
+                logger.info(
+                    "cron registered cron=%s schedule=%s",
+                    job.name,
+                    Schedule.of(job).describe_in_english(),
+                )
                 return job
             if job.source == CronSource.CODE and job.removed_time is None:
                 raise _declared_in_code(job.name)
             if _apply(job, definition, CronSource.RUNTIME, now, using):
-                logger.info("cron replaced cron=%s schedule=%s", job.name, describe(job))
+                logger.info(
+                    "cron replaced cron=%s schedule=%s",
+                    job.name,
+                    Schedule.of(job).describe_in_english(),
+                )
             return job
     raise RuntimeError(f"The cron {definition.name!r} kept being created and deleted meanwhile.")
 
@@ -905,7 +942,7 @@ def sync_code_crons(*, using: str) -> None:
                     logger.info(
                         "cron created from code cron=%s schedule=%s next_tick=%s",
                         name,
-                        definition.schedule.describe(),
+                        definition.schedule.describe_in_english(),
                         created.next_tick,
                     )
                 continue
@@ -920,7 +957,7 @@ def sync_code_crons(*, using: str) -> None:
                     "cron %s from code cron=%s schedule=%s next_tick=%s",
                     "restored" if revived else "changed",
                     name,
-                    definition.schedule.describe(),
+                    definition.schedule.describe_in_english(),
                     job.next_tick,
                 )
         for name, job in jobs.items():

@@ -170,3 +170,29 @@ def test_the_commands_help_is_in_japanese():
     assert "予定時刻になったスケジュール済み関数を実行します。" in worker_help
     assert "同時に実行する関数の数（既定: CONCURRENCY 設定）。" in worker_help
     assert "スケジュール済み関数の一覧表示" in list_help.format_help()
+
+
+def test_cron_schedules_in_words_are_japanese_in_the_admin_and_english_in_logs(admin_client):
+    from datetime import timedelta
+
+    from convex_scheduler import crons
+
+    digest = crons.register(
+        "digest", functions.increment, {"name": "d"}, cron="30 8 * * 1", timezone="Asia/Tokyo"
+    )
+    sweep = crons.register(
+        "sweep", functions.increment, {"name": "s"}, interval=timedelta(minutes=5)
+    )
+    crons.register("odd", functions.increment, {"name": "o"}, cron="*/7 2-4 * * *")
+    with japanese():
+        page = html.unescape(
+            admin_client.get(reverse("admin:convex_scheduler_cronjob_changelist")).content.decode()
+        )
+        english = crons.Schedule.of(digest).describe_in_english()
+    assert "毎週月曜日 08:30 (Asia/Tokyo)" in page
+    assert "5 分 ごと" in page
+    # cronsim explains in English only: Japanese shows the expression itself.
+    assert "cron 式 */7 2-4 * * *" in page
+    assert english == "every Monday at 08:30 (Asia/Tokyo)"
+    with translation.override("en"):
+        assert crons.describe(sweep) == "every 5 minutes"

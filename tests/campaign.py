@@ -1061,8 +1061,12 @@ def print_summary(result: Result) -> None:
         "(restarted)",
         f"  restarts (db)     {result.db_restarts}"
         + (
-            f" (down {result.db_outage_seconds}s; survivors busy again after "
-            f"{result.reconnect_seconds}s)"
+            f" (down {result.db_outage_seconds}s; "
+            + (
+                f"survivors busy again after {result.reconnect_seconds}s)"
+                if result.reconnect_seconds is not None
+                else "nothing was left to run after it)"
+            )
             if result.db_restarts
             else ""
         ),

@@ -268,3 +268,15 @@ async def async_wait_at_gate(ctx, gate: str, entered_dir: str) -> None:
     deadline = time.monotonic() + 120
     while Path(gate).exists() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+
+
+@mutation
+def mutation_rendezvous(ctx, key: str, count: int) -> int:
+    """Waits, inside its transaction, until ``count`` functions of ``key`` have started."""
+    _arrive(key)
+    deadline = time.monotonic() + 30
+    while _arrived(key) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
+        time.sleep(0.005)
+    return _arrived(key)

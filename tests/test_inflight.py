@@ -1,9 +1,11 @@
 """Actions in flight: many at once on the worker's event loop and threads, few connections."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import F
 
 from convex_scheduler import scheduler
 from convex_scheduler.models import ORPHANED_ACTION_ERROR, ScheduledFunction, State
@@ -174,3 +176,23 @@ def test_an_outcome_the_database_refuses_fails_that_action_alone(monkeypatch):
     assert refused.error.startswith("Its outcome could not be recorded: DataError: value too long")
     assert {row.state for row in rows.values()} == {State.SUCCESS}
     assert (stats.succeeded, stats.failed) == (3, 1)
+
+
+@pytest.mark.skipif(
+    "connection.vendor == 'sqlite'",
+    reason="SQLite runs one write transaction at a time: a claim waits for the batch",
+)
+def test_a_mutation_batch_holds_one_slot_and_leaves_the_others_to_actions():
+    # At concurrency 2, the mutation (claimed first) and the action meet only
+    # if the batch leaves the second slot free while it runs.
+    key = uuid.uuid4().hex
+    mutation = scheduler.run_after(0, functions.mutation_rendezvous, {"key": key, "count": 2})
+    ScheduledFunction.objects.filter(pk=mutation).update(
+        next_run_time=F("next_run_time") - timedelta(seconds=1)
+    )
+    action = scheduler.run_after(0, functions.sync_rendezvous, {"key": key, "count": 2})
+    Worker(burst=True, concurrency=2).run()
+    rows = ScheduledFunction.objects.filter(pk__in=(mutation, action))
+    assert set(rows.values_list("state", flat=True)) == {State.SUCCESS}, list(
+        rows.values_list("error", flat=True)
+    )

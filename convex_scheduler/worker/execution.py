@@ -92,14 +92,16 @@ class Executor:
         handed over; the slots not handed over are given back. Without it, the
         first action runs here.
         """
-        handed: list[Claimed] = []
+        # held[0]: the reserved slots not handed over nor given back yet.
+        held = [slots]
         try:
-            return self._claim_and_run(limit, slots, handed)
+            return self._claim_and_run(limit, held)
         finally:
             if self.in_flight is not None:
-                self.in_flight.give_back(slots - len(handed))
+                self.in_flight.give_back(held[0])
 
-    def _claim_and_run(self, limit: int, slots: int, handed: list[Claimed]) -> tuple[Outcome, int]:
+    def _claim_and_run(self, limit: int, held: list[int]) -> tuple[Outcome, int]:
+        slots = held[0]
         now = self.last_claim_time = clock.now()
         started: list[tuple[Claimed, RegisteredFunction]] = []
         try:
@@ -141,13 +143,17 @@ class Executor:
         except Exception as exc:
             return self.on_claim_error(exc), 0
         if first.kind != Kind.ACTION:
+            if self.in_flight is not None:
+                # The batch runs one mutation at a time: one slot.
+                self.in_flight.give_back(held[0] - 1)
+                held[0] = 1
             return self.mutations.run_batch(ids, now)
         if self.in_flight is None:
             self.actions.run(*started[0])
             return Outcome.RAN, 1
         for claimed, entry in started:
             self.in_flight.start(claimed, entry)
-            handed.append(claimed)
+            held[0] -= 1
         return Outcome.RAN, len(started)
 
     def _lock_due(self, due: ScheduledFunctionQuerySet, limit: int) -> list[tuple[Any, ...]]:

@@ -99,6 +99,7 @@ def fill(rows: int) -> float:
                 error="boom" if state == "failed" else "",
                 attempts=0 if pending else 1,
                 parent_id=i - 1 if i % 4 == 0 else None,
+                pool="mail" if i % 97 == 0 else "",
             )
         )
         if len(batch) == 5000:
@@ -153,6 +154,13 @@ def queries() -> dict:
         "retention: expired rows": objects.expired(now, timedelta(days=3)).order_by()[:1000],
         "running actions (orphans, pools)": objects.in_progress().filter(kind="action"),
         "children of a function": objects.filter(parent_id=400),
+        "running actions of a pool (claim)": objects.in_progress().filter(
+            kind="action", pool="mail"
+        ),
+        "pools overview (admin)": objects.filter(state__in=("pending", "inProgress"))
+        .exclude(pool="")
+        .order_by()
+        .values_list("pool", "state"),
         "one row by id": objects.filter(pk=500_000),
     }
 

@@ -47,7 +47,7 @@ from django.contrib.admin.views.main import (
 )
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Min, QuerySet, TextField
+from django.db.models import Count, F, QuerySet, TextField
 from django.db.models.functions import Cast, Substr
 from django.http import (
     Http404,
@@ -544,7 +544,12 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
         }
 
     def date_hierarchy_choices(self, cl: ChangeList) -> dict[str, Any] | None:
-        """The date drill-down, from one ``MIN``/``MAX`` query instead of a ``DISTINCT`` scan."""
+        """The date drill-down, from the first and last row's dates instead of a ``DISTINCT`` scan.
+
+        Two ``ORDER BY … LIMIT 1`` lookups on the ``scheduled_time`` index:
+        SQLite answers ``MIN()`` and ``MAX()`` in one query with a scan of the
+        whole table (230 ms at a million rows), each alone from the index.
+        """
         field = self.date_hierarchy
         keys = [f"{field}__{part}" for part in ("year", "month", "day")]
         year, month, day = (cl.params.get(key) for key in keys)
@@ -561,10 +566,12 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
                 },
                 "choices": [{"title": capfirst(formats.date_format(chosen, "MONTH_DAY_FORMAT"))}],
             }
-        bounds = cl.queryset.order_by().aggregate(first=Min(field), last=Max(field))
-        if bounds["first"] is None:
+        times = cl.queryset.values_list(field, flat=True)
+        earliest = times.order_by(field).first()
+        latest = times.order_by(f"-{field}").first()
+        if earliest is None or latest is None:
             return None
-        first, last = (timezone.localtime(bounds[key]) for key in ("first", "last"))
+        first, last = timezone.localtime(earliest), timezone.localtime(latest)
         if not year and first.year == last.year:
             year = str(first.year)
             if first.month == last.month:

@@ -534,6 +534,9 @@ class ScheduledFunction(models.Model):
             ),
             # A function's children: the admin's page, the API's ?parent=.
             PartialIndex(fields=["parent"], name="cs_parent_idx", where=Q(parent__isnull=False)),
+            # Pools: running actions per pool (the claim's limit check) and
+            # the admin's overview; only the rows of bounded pools.
+            PartialIndex(fields=["pool", "state"], name="cs_pool_idx", where=~Q(pool="")),
             # The admin's and the API's default order, and the date hierarchy.
             models.Index(fields=["scheduled_time", "id"], name="cs_scheduled_idx"),
             models.Index(fields=["state", "scheduled_time"], name="cs_state_idx"),

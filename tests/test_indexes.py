@@ -19,6 +19,7 @@ INDEXES = {
     "cs_due_idx",
     "cs_completed_idx",
     "cs_parent_idx",
+    "cs_pool_idx",
     "cs_scheduled_idx",
     "cs_state_idx",
     "cs_name_idx",
@@ -81,6 +82,17 @@ def hot_queries():
             "cs_completed_idx",
         ),
         "children": (objects.filter(parent_id=1), "cs_parent_idx"),
+        "pools": (
+            objects.in_progress().filter(kind="action", pool="mail").order_by(),
+            "cs_pool_idx",
+        ),
+        "pools overview": (
+            objects.filter(state__in=(State.PENDING, State.IN_PROGRESS))
+            .exclude(pool="")
+            .order_by()
+            .values_list("pool", "state"),
+            "cs_pool_idx",
+        ),
         "newest first": (objects.order_by("-scheduled_time", "-id")[:100], "cs_scheduled_idx"),
         "by state": (
             objects.filter(state=State.FAILED).order_by("-scheduled_time")[:100],
@@ -100,6 +112,11 @@ def hot_queries():
 )
 @pytest.mark.parametrize("query", sorted(hot_queries()))
 def test_each_hot_query_uses_its_index(query):
+    if query.startswith("pools") and connection.vendor == "sqlite":
+        pytest.skip(
+            "SQLite picks the pool index from ANALYZE statistics, which an empty table "
+            "lacks; benchmarks/indexes.py checks it on a million rows"
+        )
     queryset, index = hot_queries()[query]
     with transaction.atomic():
         if connection.vendor == "postgresql":

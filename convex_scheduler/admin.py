@@ -505,14 +505,20 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
             raise action
 
     def overview(self) -> dict[str, Any]:
-        """Counts per state, the scheduler's lag and the live workers, as the dashboard shows."""
+        """Counts per state, the scheduler's lag and the live workers, as the dashboard shows.
+
+        Each state's count stops at :data:`COUNT_CAP` (shown as "10000+"), as
+        the list's does: one ``GROUP BY state`` reads every row (200 ms at a
+        million rows on PostgreSQL), a capped count per state at most
+        ``COUNT_CAP`` entries of the state index.
+        """
         now = clock.now()
-        counts = dict(
-            ScheduledFunction.objects.order_by()
-            .values_list("state")
-            .annotate(n=Count("pk"))
-            .values_list("state", "n")
-        )
+        counts = {
+            state.value: ScheduledFunction.objects.filter(state=state)
+            .order_by()[: COUNT_CAP + 1]
+            .count()
+            for state in State
+        }
         oldest_due = (
             ScheduledFunction.objects.due(now).values_list("next_run_time", flat=True).first()
         )
@@ -533,7 +539,12 @@ class ScheduledFunctionAdmin(_ExplainsBadLookups, admin.ModelAdmin):
             pool["limit"] = (limits.get(pool["name"]) or {}).get("max_parallelism")
         return {
             "states": [
-                {"value": state.value, "label": state.label, "count": counts.get(state.value, 0)}
+                {
+                    "value": state.value,
+                    "label": state.label,
+                    "count": min(counts[state.value], COUNT_CAP),
+                    "capped": counts[state.value] > COUNT_CAP,
+                }
                 for state in State
             ],
             "lag": lag,

@@ -230,13 +230,14 @@ def test_a_large_table_lists_in_bounded_queries_without_a_full_count(admin_clien
     sqls = [query["sql"].upper() for query in queries.captured_queries]
     table = ScheduledFunction._meta.db_table.upper()
     counts = [sql for sql in sqls if "COUNT(" in sql and table in sql]
-    # The capped page count and the overview's two GROUP BYs (by state, and
-    # unfinished rows by pool); nothing else counts.
-    assert len(counts) == 3
-    assert any("LIMIT" in sql for sql in counts)
-    assert sum("GROUP BY" in sql for sql in counts) == 2
+    # The capped page count, the overview's capped count of each state and its
+    # GROUP BY of unfinished pooled rows; nothing counts the whole table.
+    grouped = [sql for sql in counts if "GROUP BY" in sql]
+    assert len(grouped) == 1 and "'PENDING', 'INPROGRESS'" in grouped[0]
+    capped = [sql for sql in counts if "GROUP BY" not in sql]
+    assert len(capped) == 1 + len(State) and all("LIMIT" in sql for sql in capped)
     assert not any("DISTINCT" in sql for sql in sqls)
-    assert len(sqls) <= 12
+    assert len(sqls) <= 16
     assert "More than 10000 scheduled functions" in text(response)
     # A far page is still one LIMIT/OFFSET query away.
     response = admin_client.get(CHANGELIST, {"p": "50"})
@@ -684,3 +685,19 @@ def test_cancel_all_matching_needs_the_change_permission_and_valid_filters(clien
     assert "Cancel all matching" not in text(client.get(CHANGELIST))
     assert client.post(url).status_code == 403
     assert admin_client.get(url, {"name__regex": "("}).status_code == 400
+
+
+def test_overview_counts_stop_at_the_cap(admin_client, monkeypatch):
+    monkeypatch.setattr("convex_scheduler.admin.COUNT_CAP", 2)
+    for _ in range(3):
+        scheduler.run_after(0, functions.increment, {"name": "x"})
+    scheduler.run_after(0, functions.increment, {"name": "y"})
+    canceled = scheduler.run_after(0, functions.increment, {"name": "z"})
+    ScheduledFunction.objects.filter(pk=canceled).update(state="canceled", next_run_time=None)
+    response = admin_client.get(CHANGELIST)
+    states = {state["value"]: state for state in response.context["overview"]["states"]}
+    assert (states["pending"]["count"], states["pending"]["capped"]) == (2, True)
+    assert (states["canceled"]["count"], states["canceled"]["capped"]) == (1, False)
+    html = text(response)
+    assert '<strong class="cs-count" data-state="pending">2+</strong>' in html
+    assert '<strong class="cs-count" data-state="canceled">1</strong>' in html

@@ -8,6 +8,7 @@ cases that are about processes run real ``runscheduler`` subprocesses.
 """
 
 import signal
+import time
 from io import StringIO
 
 import pytest
@@ -243,3 +244,40 @@ def test_before_migrate_the_worker_says_to_run_migrate_in_one_line(tmp_path):
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
     assert "python manage.py migrate" in lines[0]
+
+
+@pytest.mark.subprocess
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    "connection.vendor == 'sqlite'",
+    reason="SQLite runs one write transaction at a time: the threads cannot overlap there",
+)
+def test_a_suspect_runs_only_when_no_other_thread_of_its_worker_holds_a_lease(gate, tmp_path):
+    # An innocent mutation is leased and blocked at a gate by one runner
+    # thread; a suspect that kills its process is due behind it. Leased beside
+    # the innocent one, the suspect's death would count against the innocent
+    # mutation too (three such deaths failed an innocent mutation as a poison
+    # in a fault campaign). It must wait until the innocent batch is done.
+    entered = tmp_path / "entered"
+    innocent = scheduler.run_after(
+        0, functions.blocking_increment, {"name": "m", "gate": str(gate), "entered": str(entered)}
+    )
+    suspect = scheduler.run_after(0, "poison:exit_process")
+    ScheduledFunction.objects.filter(pk=suspect).update(crashes=1)
+    worker = start_worker("--concurrency", "2")
+    wait_for(entered.exists, "the innocent mutation to start")
+    # While the innocent mutation holds its lease, the suspect must not run:
+    # its exit would end this worker. (Without the isolation it dies in
+    # well under a second.)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, _peek(worker)
+        time.sleep(0.05)
+    gate.unlink()
+    code, output = finish(worker, timeout=60)
+    assert code == 13, output  # the suspect ran, alone, and killed it
+    code, output = finish(start_worker("--burst"))
+    assert code == 0, output
+    assert (row(innocent).state, row(innocent).crashes) == (State.SUCCESS, 0)
+    assert counter("m") == 1
+    assert row(suspect).crashes == 2

@@ -8,9 +8,11 @@ outcome; the worker goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +57,7 @@ class Executor:
         self.last_claim_time: datetime | None = None
         self.mutations = MutationRunner(self)
         self.actions = ActionRunner(self)
+        self.isolation = SuspectIsolation()
         #: Where claimed actions run when the worker runs threads; ``None``
         #: runs each on the claiming thread (``run_due`` and one-thread bursts).
         self.in_flight: InFlight | None = None
@@ -95,12 +98,19 @@ class Executor:
         # held[0]: the reserved slots not handed over nor given back yet.
         held = [slots]
         try:
-            return self._claim_and_run(limit, held)
+            with self.isolation.shared():
+                outcome = self._claim_and_run(limit, held, alone=False)
+            if outcome is _SUSPECT_FIRST:
+                with self.isolation.alone():
+                    outcome = self._claim_and_run(limit, held, alone=True)
+            assert outcome is not _SUSPECT_FIRST
+            return outcome
         finally:
             if self.in_flight is not None:
                 self.in_flight.give_back(held[0])
 
-    def _claim_and_run(self, limit: int, held: list[int]) -> tuple[Outcome, int]:
+    def _claim_and_run(self, limit: int, held: list[int], *, alone: bool) -> Any:
+        """One claim and its run; ``_SUSPECT_FIRST`` if a suspect is first and not ``alone``."""
         slots = held[0]
         now = self.last_claim_time = clock.now()
         started: list[tuple[Claimed, RegisteredFunction]] = []
@@ -132,6 +142,10 @@ class Executor:
                     if not started:
                         return Outcome.IDLE, 0  # their pools filled up meanwhile
                 else:
+                    if first.crashes and not alone:
+                        # Leased while this worker's other threads hold leases,
+                        # a death caused by their rows would count against it.
+                        return _SUSPECT_FIRST
                     ids = [first.id]
                     if not first.crashes:
                         for row in rows[1:]:
@@ -280,6 +294,55 @@ class Executor:
             delay=delay,
             in_place=in_place,
         )
+
+
+#: What a claim returns when the first due row is a suspect and it holds leases beside others.
+_SUSPECT_FIRST = object()
+
+
+class SuspectIsolation:
+    """Runner threads claim and run mutations *shared*; a suspect runs *alone*.
+
+    A mutation that crashed a worker before (a suspect) is leased alone so a
+    second death counts against it only. Within one worker, that needs more
+    than a batch of one: any lease of the worker's other runner threads
+    would be counted too when the process dies. So a suspect waits until no
+    other thread holds a lease (their batches finish; new claims wait), is
+    leased and runs, and only then may the others claim again. Actions
+    already in flight keep running.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharing = 0
+        self._alone = False
+        self._waiting_alone = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting_alone += 1
+            self._condition.wait_for(lambda: not self._alone and not self._sharing)
+            self._waiting_alone -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._alone = False
+                self._condition.notify_all()
 
 
 def bounded_pools() -> dict[str, int]:

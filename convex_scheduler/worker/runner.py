@@ -143,7 +143,7 @@ class RunnerLoop:
             self._idle_wait(wake_seq)
 
     def _burst_over(self, generation: int) -> bool:
-        """Wait until a run finishes (look again: it may have scheduled more) or the burst is over.
+        """Wait for a finished run or a poll interval (then look again), or end the burst.
 
         The burst is over when every runner thread found nothing due, no
         action is in flight and no run finished since they looked. Deciding
@@ -162,7 +162,10 @@ class RunnerLoop:
                         self.changed.set()
                         self.progress.notify_all()
                         return True
-                    self.progress.wait(self.poll_interval)
+                    if not self.progress.wait(self.poll_interval):
+                        # Look again: the rows may only have been locked by
+                        # another thread's claim when this one looked.
+                        return self.stopping.is_set()
                 return self.stopping.is_set()
             finally:
                 self._waiting -= 1

@@ -57,11 +57,19 @@ def index_definitions() -> dict[str, str]:
         return {name: definition or "" for name, definition in cursor.fetchall()}
 
 
-@pytest.mark.skipif(
-    "not connection.features.supports_partial_indexes",
-    reason="MySQL and MariaDB have no partial indexes: these are full ones there",
-)
+def leading_columns() -> dict[str, str]:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, TABLE)
+    return {name: info["columns"][0] for name, info in constraints.items() if info["columns"]}
+
+
 def test_partial_indexes_hold_only_the_rows_their_queries_match():
+    if not connection.features.supports_partial_indexes:
+        # MariaDB has no partial indexes: the same indexes, over every row.
+        leading = leading_columns()
+        for name, column in PARTIAL.items():
+            assert leading[name] == column
+        return
     definitions = index_definitions()
     for name, column in PARTIAL.items():
         normalised = definitions[name].replace('"', "").replace("(", "").replace(")", "")
@@ -105,13 +113,29 @@ def hot_queries():
     }
 
 
-@pytest.mark.skipif(
-    "connection.vendor == 'mysql'",
-    reason="on a near-empty table MariaDB's plans are not those of a large one; "
-    "benchmarks/indexes.py checks them on a million rows",
-)
+#: The column each hot query's index must lead with.
+LEADING = {
+    "claim": "next_run_time",
+    "next due time": "next_run_time",
+    "retention": "completed_time",
+    "children": "parent_id",
+    "pools": "pool",
+    "pools overview": "pool",
+    "newest first": "scheduled_time",
+    "by state": "state",
+    "by name": "name",
+}
+
+
 @pytest.mark.parametrize("query", sorted(hot_queries()))
 def test_each_hot_query_uses_its_index(query):
+    if connection.vendor == "mysql":
+        # On a near-empty table MariaDB plans a scan whatever the indexes;
+        # benchmarks/indexes.py checks its plans on a million rows. Here: the
+        # query's index exists and leads with the column the query needs.
+        index = hot_queries()[query][1]
+        assert leading_columns()[index] == LEADING[query]
+        return
     if query.startswith("pools") and connection.vendor == "sqlite":
         pytest.skip(
             "SQLite picks the pool index from ANALYZE statistics, which an empty table "

@@ -237,28 +237,36 @@ def _arrived(key: str) -> int:
         return ARRIVED.get(key, 0)
 
 
+def _met(key: str, count: int, deadline: float) -> bool:
+    """Whether ``count`` have arrived; ``RuntimeError`` once ``deadline`` passed without them."""
+    arrived = _arrived(key)
+    if arrived < count and time.monotonic() > deadline:
+        raise RuntimeError(f"only {arrived} of {count} ran at once")
+    return arrived >= count
+
+
 @action
 async def async_rendezvous(ctx, key: str, count: int) -> int:
     """Waits on the event loop until ``count`` of its kind have started."""
     _arrive(key)
     deadline = time.monotonic() + 60
-    while _arrived(key) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
+    while not _met(key, count, deadline):
         await asyncio.sleep(0.005)
+    return _arrived(key)
+
+
+def _meet(key: str, count: int, seconds: float) -> int:
+    _arrive(key)
+    deadline = time.monotonic() + seconds
+    while not _met(key, count, deadline):
+        time.sleep(0.005)
     return _arrived(key)
 
 
 @action
 def sync_rendezvous(ctx, key: str, count: int) -> int:
     """Waits on its thread until ``count`` of its kind have started."""
-    _arrive(key)
-    deadline = time.monotonic() + 60
-    while _arrived(key) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
-        time.sleep(0.005)
-    return _arrived(key)
+    return _meet(key, count, 60)
 
 
 @action
@@ -273,10 +281,4 @@ async def async_wait_at_gate(ctx, gate: str, entered_dir: str) -> None:
 @mutation
 def mutation_rendezvous(ctx, key: str, count: int) -> int:
     """Waits, inside its transaction, until ``count`` functions of ``key`` have started."""
-    _arrive(key)
-    deadline = time.monotonic() + 30
-    while _arrived(key) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {_arrived(key)} of {count} ran at once")
-        time.sleep(0.005)
-    return _arrived(key)
+    return _meet(key, count, 30)

@@ -75,9 +75,19 @@ class ActionRunner:
 
     def run(self, claimed: Claimed, entry: RegisteredFunction) -> None:
         """Run an action already committed ``inProgress``; record its outcome or its retry."""
+        ctx, attempt, started = self.begin(claimed)
+        returned, failure = None, None
+        try:
+            returned = self.call(entry.func, ctx, claimed.args)
+        except BaseException as exc:
+            failure = exc
+        error, result, retry_at = self.conclude(claimed, attempt, returned, failure)
+        state = self._record_outcome(claimed, error, result, retry_at)
+        self.report(claimed, state, error, attempt, started, retry_at)
+
+    def begin(self, claimed: Claimed) -> tuple[ActionContext, int, float]:
+        """Signal the start of an attempt; its context, number and start time."""
         attempt = claimed.attempts + 1
-        ctx = ActionContext(claimed.id, claimed.name, attempt)
-        started = time.monotonic()
         send_robust(
             function_started,
             scheduled_function_id=claimed.id,
@@ -86,19 +96,23 @@ class ActionRunner:
             attempt=attempt,
             worker_id=self.executor.worker_id,
         )
-        error = ""
-        result = None
-        retryable = True
-        try:
-            returned = self.call(entry.func, ctx, claimed.args)
-            if returned is not None:
+        return ActionContext(claimed.id, claimed.name, attempt), attempt, time.monotonic()
+
+    def conclude(
+        self, claimed: Claimed, attempt: int, returned: Any, failure: BaseException | None
+    ) -> tuple[str, Any, datetime | None]:
+        """What an attempt leaves to record: its error, its result, when it retries (or None)."""
+        error, result, retryable = "", None, True
+        if failure is None and returned is not None:
+            try:
                 result = storable_result(claimed.name, returned)
-        except BaseException as exc:
-            error = format_error(exc)
-            retryable = not isinstance(exc, NonRetryableError)
+            except BaseException as exc:
+                failure = exc
+        if failure is not None:
+            error = format_error(failure)
+            retryable = not isinstance(failure, NonRetryableError)
         retry_at = self.retry_at(claimed, attempt) if error and retryable else None
-        state = self._record_outcome(claimed, error, result, retry_at)
-        self.report(claimed, state, error, attempt, started, retry_at)
+        return error, result, retry_at
 
     def report(
         self,

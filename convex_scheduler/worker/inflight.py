@@ -38,15 +38,12 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 
 from .. import clock, retry
-from ..context import ActionContext
 from ..models import State
 from ..registry import RegisteredFunction
-from ..retries import NonRetryableError
-from ..signals import function_started
 from ..transactions import write_transaction
 from .claimed import Claimed
-from .errors import format_error, storable_result
-from .liveness import close_connection, send_robust
+from .errors import format_error
+from .liveness import close_connection
 
 if TYPE_CHECKING:
     from .actions import ActionRunner
@@ -160,18 +157,6 @@ class InFlight:
         else:
             self._sync_jobs.put((claimed, entry))
 
-    def _begin(self, claimed: Claimed) -> tuple[ActionContext, int, float]:
-        attempt = claimed.attempts + 1
-        send_robust(
-            function_started,
-            scheduled_function_id=claimed.id,
-            name=claimed.name,
-            kind=claimed.kind,
-            attempt=attempt,
-            worker_id=self.runner.executor.worker_id,
-        )
-        return ActionContext(claimed.id, claimed.name, attempt), attempt, time.monotonic()
-
     def _end(
         self,
         claimed: Claimed,
@@ -180,20 +165,11 @@ class InFlight:
         returned: Any,
         failure: BaseException | None,
     ) -> None:
-        error, result, retryable = "", None, True
-        if failure is None and returned is not None:
-            try:
-                result = storable_result(claimed.name, returned)
-            except BaseException as exc:
-                failure = exc
-        if failure is not None:
-            error = format_error(failure)
-            retryable = not isinstance(failure, NonRetryableError)
-        retry_at = self.runner.retry_at(claimed, attempt) if error and retryable else None
+        error, result, retry_at = self.runner.conclude(claimed, attempt, returned, failure)
         self._outcomes.put(Finished(claimed, attempt, started, error, result, retry_at))
 
     async def _run_async(self, claimed: Claimed, entry: RegisteredFunction) -> None:
-        ctx, attempt, started = self._begin(claimed)
+        ctx, attempt, started = self.runner.begin(claimed)
         returned, failure = None, None
         try:
             returned = await entry.func(ctx, **claimed.args)
@@ -206,7 +182,7 @@ class InFlight:
             while (job := self._sync_jobs.get()) is not None:
                 claimed, entry = job
                 try:
-                    ctx, attempt, started = self._begin(claimed)
+                    ctx, attempt, started = self.runner.begin(claimed)
                     returned, failure = None, None
                     try:
                         returned = self.runner.call(entry.func, ctx, claimed.args)
